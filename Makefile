@@ -1,0 +1,39 @@
+# Thin entry points; the work lives in the scripts they call.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
+# Where the test bed finds the upstream Kokoro-82M files it serves as a loopback mirror,
+# and the mirror URL the tests fetch from (a user's own mirror is set the same way).
+export KOKORO_DEPLOY_SEED_DIR ?= $(abspath ../shared/kokoro-82M)
+export KOKORO_DEPLOY_MIRROR ?= http://127.0.0.1:18080/
+
+.PHONY: help venv testbed lint unit molecule test demo demo-down
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+venv: $(VENV)/.installed  ## Create the Python venv with the pinned tools.
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r requirements-dev.txt && touch $@
+
+testbed: venv  ## Install and start Docker, build base images, serve the model mirror.
+	bash tests/testbed/up.sh
+
+lint: venv  ## yamllint, ansible-lint (production profile), ruff.
+	bash tests/stages.sh lint
+
+unit: venv  ## pytest unit tests.
+	bash tests/stages.sh unit
+
+molecule: testbed  ## Every Molecule scenario (or SCENARIOS="a b").
+	tests/molecule/run.sh $(SCENARIOS)
+
+test: venv  ## Everything CI runs: test bed, lint, unit tests, Molecule.
+	bash tests/stages.sh testbed lint unit molecule
+
+demo: testbed  ## Converge site.yml on a local sandbox host and show how to use it.
+	bash tests/testbed/demo.sh
+
+demo-down:  ## Remove the sandbox host.
+	bash tests/testbed/sandbox.sh down

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run Molecule scenarios one after another (all of them, or those named), print how
+# long each took and close with the counts. Scenarios share the test-bed images.
+#   tests/molecule/run.sh [SCENARIO...]
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/testbed/lib.sh
+. "$here/../testbed/lib.sh"
+cd "$here/.."   # Molecule finds scenarios under ./molecule
+
+scenarios=("$@")
+if [ ${#scenarios[@]} -eq 0 ]; then
+  for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
+fi
+passed=0 failed=0 failures=()
+for s in "${scenarios[@]}"; do
+  log="${TMPDIR:-/tmp}/molecule-$s.log"
+  if timed "molecule $s" molecule test -s "$s" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    grep -aE '^\S+ +: actions=|[0-9]+ passed' "$log" | sed 's/\x1b\[[0-9;]*m//g; s/^/  /' | tail -n 3
+  else
+    failed=$((failed + 1)); failures+=("$s")
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | tail -n 80
+    echo "molecule $s failed; full log: $log"
+  fi
+done
+echo "molecule: ${passed} passed, ${failed} failed${failures:+ (${failures[*]})}"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run test stages in order, each timed; stop at the first that fails.
+#   tests/stages.sh STAGE...   (testbed lint unit molecule)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=tests/testbed/lib.sh
+. "$here/testbed/lib.sh"
+cd "$root"
+
+stage_testbed() { bash tests/testbed/up.sh; }
+stage_lint() {
+  yamllint -s . && log "yamllint: clean"
+  ansible-lint -q && log "ansible-lint: clean (production profile)"
+  ruff check . && log "ruff: clean"
+}
+stage_unit() { pytest tests/unit; }
+stage_molecule() { tests/molecule/run.sh; }
+
+total=$(date +%s)
+for stage in "$@"; do
+  declare -F "stage_$stage" >/dev/null || die "unknown stage: $stage"
+  timed "$stage" "stage_$stage"
+done
+printf '[time] %-22s %4ss\n' "all stages" "$(( $(date +%s) - total ))" >&2

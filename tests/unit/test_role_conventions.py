@@ -1,0 +1,34 @@
+"""Every role keeps the kit's conventions: an argument spec that matches its defaults,
+role-prefixed variables, a Molecule scenario and a README section."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "tasks").is_dir())
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_defaults_are_prefixed_and_match_the_argument_spec(role):
+    defaults = _load(REPO / "roles" / role / "defaults" / "main.yml")
+    spec = _load(REPO / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]
+    options = spec.get("options", {})
+    assert all(name.startswith(f"{role}_") for name in defaults), (
+        "prefix variables with the role name"
+    )
+    assert set(defaults) <= set(options), f"undocumented defaults: {set(defaults) - set(options)}"
+    for name, value in defaults.items():
+        if "default" in options[name]:
+            assert options[name]["default"] == value, f"{name}: argument spec default differs"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_has_a_molecule_scenario_and_a_readme_section(role):
+    assert (REPO / "tests" / "molecule" / role / "molecule.yml").is_file()
+    assert f"### `{role}`" in (REPO / "README.md").read_text()
