@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -137,9 +138,19 @@ def _running() -> int | None:
         return None
 
 
+def _answers_with_manifest_files(url: str) -> bool:
+    """True when a server at url already serves this manifest's config.json."""
+    config = next(a for a in artifacts().values() if a["name"] == "kokoro-config")
+    try:
+        with urllib.request.urlopen(url + config["path"], timeout=2) as resp:
+            return hashlib.sha256(resp.read()).hexdigest() == config["sha256"]
+    except OSError:
+        return False
+
+
 def serve(dest: Path, port: int) -> None:
     url = f"http://127.0.0.1:{port}/"
-    if _running():
+    if _running() or _answers_with_manifest_files(url):
         print(url)
         return
     log = (CACHE / "mirror.log").open("ab")
@@ -159,6 +170,8 @@ def serve(dest: Path, port: int) -> None:
         start_new_session=True,
     )
     for _ in range(50):
+        if proc.poll() is not None:
+            sys.exit(f"mirror: the HTTP server exited at once (port {port} taken?); see {log.name}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 PIDFILE.write_text(str(proc.pid))

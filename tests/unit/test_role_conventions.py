@@ -1,5 +1,5 @@
 """Every role keeps the kit's conventions: an argument spec that matches its defaults,
-role-prefixed variables, a Molecule scenario and a README section."""
+role-prefixed variables, a Molecule scenario and a README of its own."""
 
 from pathlib import Path
 
@@ -29,6 +29,9 @@ def test_role_defaults_are_prefixed_and_match_the_argument_spec(role):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_role_has_a_molecule_scenario_and_a_readme_section(role):
+def test_role_has_a_molecule_scenario_and_a_readme(role):
     assert (REPO / "tests" / "molecule" / role / "molecule.yml").is_file()
-    assert f"### `{role}`" in (REPO / "README.md").read_text()
+    readme = (REPO / "roles" / role / "README.md").read_text()
+    for section in ("## Requirements", "## Role Variables", "## Example Playbook"):
+        assert section in readme, f"roles/{role}/README.md lacks {section}"
+    assert f"(roles/{role}/README.md)" in (REPO / "README.md").read_text(), "list it in README"
