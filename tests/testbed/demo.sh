@@ -21,11 +21,16 @@ cat <<EOT
 The sandbox host 'kokoro-sandbox' is converged. What site.yml did there:
   preflight (gpu_facts): no NVIDIA GPU found, so the plan is CPU-only;
   nvidia_driver, nvidia_container_toolkit: skipped (no NVIDIA device);
-  espeak-ng (Kokoro's G2P back end), checked for en-us, en-gb, es, fr, hi, it, pt-br.
+  docker_engine: Docker from the distribution, compose v2, daemon.json managed;
+  espeak-ng (Kokoro's G2P back end), checked for en-us, en-gb, es, fr, hi, it, pt-br;
+  model_cache: the Kokoro config, int8 ONNX model and voices, pushed as a bundle
+  (air-gapped style), sha256-checked, read-only under /opt/kokoro-deploy/models.
 
 Try it:
   docker exec kokoro-sandbox espeak-ng -q --ipa -v en-us "$sentence"
     -> $(docker exec kokoro-sandbox espeak-ng -q --ipa -v en-us "$sentence")
+  docker exec kokoro-sandbox docker compose version
+  docker exec kokoro-sandbox cat /opt/kokoro-deploy/models/cache-index.json
   docker exec -it kokoro-sandbox bash           # a shell on the host
   make demo-down                                # remove the sandbox
 
