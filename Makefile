@@ -8,13 +8,15 @@ export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
 # and the mirror URL the tests fetch from (a user's own mirror is set the same way).
 export KOKORO_DEPLOY_SEED_DIR ?= $(abspath ../shared/kokoro-82M)
 export KOKORO_DEPLOY_MIRROR ?= http://127.0.0.1:18080/
+# The local stand-in for the public base image that container tests build on.
+export KOKORO_DEPLOY_BASE_IMAGE ?= kokoro-deploy/debian:12
 
-.PHONY: help venv testbed lint unit molecule test demo demo-down
+.PHONY: help venv testbed lint unit server molecule test demo demo-down bench image-cpu image-gpu
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 venv: $(VENV)/.installed  ## Create the Python venv with the pinned tools.
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.txt images/kokoro/pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r requirements-dev.txt && touch $@
 
 testbed: venv  ## Install and start Docker, build base images, serve the model mirror.
@@ -26,11 +28,23 @@ lint: venv  ## yamllint, ansible-lint (production profile), ruff.
 unit: venv  ## pytest unit tests.
 	bash tests/stages.sh unit
 
+server: testbed  ## The Kokoro server's tests (real int8 model, container build).
+	bash tests/stages.sh server
+
 molecule: testbed  ## Every Molecule scenario (or SCENARIOS="a b").
 	tests/molecule/run.sh $(SCENARIOS)
 
-test: venv  ## Everything CI runs: test bed, lint, unit tests, Molecule.
-	bash tests/stages.sh testbed lint unit molecule
+test: venv  ## Everything CI runs: test bed, lint, unit tests, server tests, Molecule.
+	bash tests/stages.sh testbed lint unit server molecule
+
+bench: testbed  ## Server benchmark; results go to docs/benchmarks/.
+	python tests/bench/bench.py
+
+image-cpu: testbed  ## Build the Kokoro CPU image (ONNX engine, no torch).
+	docker build -f images/kokoro/Dockerfile -t kokoro-deploy/kokoro:cpu .
+
+image-gpu: testbed  ## Build the Kokoro GPU image (torch cu128, ~3.5 GB of wheels).
+	docker build -f images/kokoro/Dockerfile.gpu -t kokoro-deploy/kokoro:gpu .
 
 demo: testbed  ## Converge site.yml on a local sandbox host and show how to use it.
 	bash tests/testbed/demo.sh

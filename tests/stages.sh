@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run test stages in order, each timed; stop at the first that fails.
-#   tests/stages.sh STAGE...   (testbed lint unit molecule)
+#   tests/stages.sh STAGE...   (testbed lint unit server molecule)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -15,6 +15,11 @@ stage_lint() {
   ruff check . && log "ruff: clean"
 }
 stage_unit() { pytest tests/unit; }
+# The long-input test (several thousand words) is marked slow and left to `pytest -m slow`.
+stage_server() {
+  images/kokoro/tests/spacy_model.sh
+  pytest images/kokoro/tests -m "not slow"
+}
 stage_molecule() { tests/molecule/run.sh; }
 
 total=$(date +%s)

@@ -1,0 +1,1 @@
+"""HTTP shapes only: routes translate requests to scheduler calls and back."""

@@ -1,0 +1,190 @@
+"""Wire settings, routes and the model's lifespan into one ASGI app; `main` runs it."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__, assets
+from .api import ops, speech, voices
+from .engines import load_engine
+from .engines.base import Engine
+from .errors import ApiError, StartupError
+from .metrics import Metrics
+from .scheduler import Scheduler
+from .settings import Settings, SettingsError
+from .text.g2p import Phonemizer
+from .voices import VoiceStore
+
+log = logging.getLogger("kokoro_server")
+
+WARMUP_TEXT = "Hello, this is a warm-up sentence for the speech engine."
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    engine: Engine | None = None
+    voices: VoiceStore | None = None
+    phonemizer: Phonemizer | None = None
+    scheduler: Scheduler | None = None
+    ready: bool = False
+
+
+def load(state: AppState) -> None:
+    """Verify files, load voices and the model, warm up. Raises StartupError."""
+    s = state.settings
+    t0 = time.perf_counter()
+    found = assets.verify(s)
+    state.voices = VoiceStore.from_files(found.voices)
+    state.engine = load_engine(s, found)
+    state.phonemizer = Phonemizer(s.english_g2p)
+    state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
+                                workers=s.workers, max_queue=s.max_queue)
+    if s.warmup:
+        lang = state.voices.info[s.default_voice].lang_code
+        pack, _ = state.voices.resolve(s.default_voice)
+        phonemes = state.phonemizer(WARMUP_TEXT, lang if lang in ("a", "b") else "a")
+        for _ in range(2):
+            state.engine.synthesize(phonemes, pack, 1.0)
+    state.ready = True
+    state.metrics.ready.set(1)
+    log.info("ready in %.1f s: engine=%s device=%s voices=%d english_g2p=%s",
+             time.perf_counter() - t0, state.engine.name, state.engine.device,
+             len(state.voices.ids()), state.phonemizer.english)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware counting responses by route and status (streams intact)."""
+
+    ROUTES: ClassVar[frozenset[str]] = frozenset(
+        {"/v1/audio/speech", "/v1/audio/voices", "/v1/models", "/health", "/metrics"})
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in self.ROUTES else "other"
+        status = {"code": 500}
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            self.metrics.requests.labels(route, str(status["code"])).inc()
+
+
+class BodyLimit:
+    """Refuse a speech body too large to hold an allowed input before reading it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/v1/audio/speech":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > self.max_bytes:
+                err = ApiError(413, "input_too_long",
+                               f"request body of {int(length)} bytes is over the limit", "input")
+                return await _error(err)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
+    state = state or AppState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not state.ready:
+            import anyio
+
+            await anyio.to_thread.run_sync(load, state)
+        yield
+        if state.scheduler:
+            state.scheduler.close()
+
+    app = FastAPI(title="Kokoro TTS", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.kokoro = state
+    app.include_router(speech.router)
+    app.include_router(voices.router)
+    app.include_router(ops.router)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError):
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError):
+        err = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "json_invalid":
+            return _error(ApiError(400, "invalid_json", "request body is not valid JSON"))
+        param = loc[0] if loc else None
+        if err.get("type") == "missing":
+            msg = f"missing required field {param!r}"
+        else:
+            msg = f"invalid value for {param or 'body'}: {err.get('msg', 'invalid')}"
+        code = "invalid_" + (param or "body") if param in (
+            "speed", "response_format", "voice", "input", "stream", "model") else "invalid_request"
+        if param == "response_format":
+            code = "unsupported_format"
+        return _error(ApiError(400, code, msg, param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(ApiError(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unhandled(_: Request, exc: Exception):
+        log.exception("unhandled error")
+        return _error(ApiError(500, "internal_error", "internal server error"))
+
+    # JSON may spend up to 6 bytes on one character (\uXXXX escapes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_input_chars * 6 + 65536)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"kokoro-server: configuration error: {exc}")
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = AppState(settings)
+    try:
+        load(state)
+    except StartupError as exc:
+        sys.exit(f"kokoro-server: refusing to start: {exc}")
+    uvicorn.run(create_app(settings, state), host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Audio floor: stitching chunk audio and encoding it to the response formats."""

@@ -1,0 +1,112 @@
+"""PyTorch backend: the `kokoro` package's KModel, on CUDA when usable, else CPU.
+
+KOKORO_DEVICE=cuda never falls back: if CUDA is unusable (no driver, NVML error, or a
+GPU architecture this torch build was not compiled for) the server refuses to start
+and says why. Each worker thread gets its own CUDA stream, so concurrent requests
+overlap on the GPU.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StartupError
+from ..settings import Settings
+from .base import Engine
+
+log = logging.getLogger(__name__)
+
+
+def cuda_problem() -> str | None:
+    """None when CUDA is usable by this torch build on GPU 0, else the reason."""
+    import torch
+
+    if torch.version.cuda is None:
+        return f"this torch build ({torch.__version__}) has no CUDA support"
+    try:
+        torch.cuda.init()
+    except Exception as exc:
+        return f"CUDA initialisation failed: {exc}"
+    if torch.cuda.device_count() < 1:
+        return "no CUDA device visible (check the driver and --gpus / device requests)"
+    major, minor = torch.cuda.get_device_capability(0)
+    arch = f"sm_{major}{minor}"
+    archs = torch.cuda.get_arch_list()
+    ptx = [a for a in archs if a.startswith("compute_")]
+    ptx_ok = any(int(a.split("_")[1]) <= major * 10 + minor for a in ptx)
+    if arch not in archs and not ptx_ok:
+        return (f"GPU 0 ({torch.cuda.get_device_name(0)}) is {arch}, which this torch build "
+                f"({torch.__version__}) does not support: {', '.join(archs)}; install a "
+                "torch build for this architecture (e.g. cu128 for sm_120)")
+    return None
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cpu":
+        return "cpu"
+    problem = cuda_problem()
+    if problem is None:
+        return "cuda"
+    if requested == "cuda":
+        raise StartupError(f"KOKORO_DEVICE=cuda but CUDA is not usable: {problem}")
+    log.warning("KOKORO_DEVICE=auto: using CPU because %s", problem)
+    return "cpu"
+
+
+def _quiet_loguru() -> None:
+    """kokoro logs through loguru at DEBUG (the whole config, every load); keep WARNING+."""
+    try:
+        from loguru import logger
+    except ImportError:
+        return
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def __init__(self, model_path: Path, config_path: Path, settings: Settings):
+        super().__init__(config_path)
+        import torch
+        from kokoro import KModel
+
+        _quiet_loguru()
+        self._torch = torch
+        self.device = resolve_device(settings.device)
+        # KModel with explicit local paths reads them and downloads nothing.
+        self.model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(config_path),
+                            model=str(model_path)).to(self.device).eval()
+        self._local = threading.local()
+        log.info("torch engine on %s (torch %s)", self.device, torch.__version__)
+
+    def _stream(self):
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._torch.cuda.Stream()
+            self._local.stream = stream
+        return stream
+
+    def synthesize_ids(self, ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            input_ids = torch.tensor([[0, *ids, 0]], dtype=torch.long, device=self.device)
+            ref_s = torch.from_numpy(style).to(self.device)
+            if self.device == "cuda":
+                stream = self._stream()
+                with torch.cuda.stream(stream):
+                    audio, _ = self.model.forward_with_tokens(input_ids, ref_s, speed)
+                    out = audio.float().cpu()
+            else:
+                audio, _ = self.model.forward_with_tokens(input_ids, ref_s, speed)
+                out = audio.float()
+        return out.numpy().reshape(-1).astype(np.float32, copy=False)
+
+    def vram_bytes(self) -> int | None:
+        if self.device != "cuda":
+            return None
+        return int(self._torch.cuda.max_memory_allocated())

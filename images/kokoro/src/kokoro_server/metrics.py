@@ -1,0 +1,45 @@
+"""Prometheus metrics, one registry per app (no process-global state)."""
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("kokoro_requests_total", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
+        self.audio_seconds = Counter("kokoro_audio_seconds_total",
+                                     "Seconds of audio produced", registry=r)
+        self.chunks = Counter("kokoro_chunks_total", "Text chunks synthesized", registry=r)
+        self.cancelled = Counter("kokoro_requests_cancelled_total",
+                                 "Speech requests whose client went away mid-generation",
+                                 registry=r)
+        self.rejected = Counter("kokoro_requests_rejected_total",
+                                "Speech requests refused because the queue was full",
+                                registry=r)
+        self.latency = Histogram(
+            "kokoro_synthesis_seconds", "Wall time to synthesize one request",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300), registry=r)
+        self.first_audio = Histogram(
+            "kokoro_time_to_first_audio_seconds", "Request start to first audio chunk",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+        self.rtf = Histogram(
+            "kokoro_real_time_factor", "Synthesis wall time / audio duration, per chunk",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5), registry=r)
+        self.queue_depth = Gauge("kokoro_queue_depth",
+                                 "Chunk jobs waiting for an engine worker", registry=r)
+        self.inflight = Gauge("kokoro_requests_inflight", "Speech requests admitted",
+                              registry=r)
+        self.ready = Gauge("kokoro_ready", "1 once the model is loaded and warmed up",
+                           registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

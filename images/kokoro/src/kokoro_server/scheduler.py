@@ -1,0 +1,171 @@
+"""Admission control, engine workers, and the per-request synthesis pipeline.
+
+* Admission: at most `workers + max_queue` speech requests are in the server at once;
+  one more is refused with 503 and a Retry-After estimate, never queued without bound.
+* Work unit: one text chunk. Chunks of all admitted requests share one FIFO of engine
+  workers, each request keeping at most one chunk queued ahead of the one running,
+  so concurrent requests interleave chunk by chunk instead of waiting in line.
+* Cancellation: when the consumer stops (client disconnect cancels the response
+  task), queued chunk jobs are cancelled and no further chunks are submitted.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio.stitch import prepare_chunk
+from .engines.base import Engine
+from .errors import ApiError
+from .metrics import Metrics
+from .text.chunking import Chunk, chunk_text
+from .text.g2p import Phonemizer
+
+
+@dataclass
+class Plan:
+    first: Chunk | None
+    rest: Iterator[Chunk]
+
+
+@dataclass
+class SpokenChunk:
+    chunk: Chunk
+    audio: np.ndarray  # stitched (faded, with leading gap unless first)
+    raw_seconds: float
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, phonemizer: Phonemizer, metrics: Metrics,
+                 workers: int = 1, max_queue: int = 32):
+        self.engine = engine
+        self.phonemizer = phonemizer
+        self.metrics = metrics
+        self.workers = workers
+        self.capacity = workers + max_queue
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="engine")
+        self._g2p_pool = ThreadPoolExecutor(1, thread_name_prefix="g2p")
+        self._admitted = 0
+        self._queued = 0
+        self._running = 0
+        self._lock = threading.Lock()  # _queued changes on worker threads too
+        self._avg_request_s = 1.0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._g2p_pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @property
+    def idle(self) -> bool:
+        """No chunk queued or on a worker (a cancelled request's running chunk counts)."""
+        return self._queued <= 0 and self._running == 0
+
+    def admit(self) -> Callable[[], None]:
+        """Take a place or raise 503; return the (idempotent) release function.
+
+        Not a context manager: a streamed response holds its place until the last
+        byte is sent, long after the route function returned."""
+        if self._admitted >= self.capacity:
+            self.metrics.rejected.inc()
+            wait = max(1, math.ceil(self._avg_request_s * self._admitted / self.workers))
+            raise ApiError(503, "server_busy",
+                           f"the server is at capacity ({self.capacity} requests); retry later",
+                           headers={"Retry-After": str(wait)})
+        self._admitted += 1
+        self.metrics.inflight.set(self._admitted)
+        start = time.monotonic()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._admitted -= 1
+            self.metrics.inflight.set(self._admitted)
+            took = time.monotonic() - start
+            self._avg_request_s = 0.8 * self._avg_request_s + 0.2 * took
+
+        return release
+
+    def _job(self, phonemes: str, pack: np.ndarray, speed: float) -> tuple[np.ndarray, float]:
+        with self._lock:
+            self._queued -= 1
+            self.metrics.queue_depth.set(max(0, self._queued))
+            self._running += 1
+        start = time.perf_counter()
+        try:
+            audio = self.engine.synthesize(phonemes, pack, speed)
+        finally:
+            with self._lock:
+                self._running -= 1
+        return audio, time.perf_counter() - start
+
+    def _submit(self, chunk: Chunk, pack: np.ndarray, speed: float) -> Future:
+        with self._lock:
+            self._queued += 1
+            self.metrics.queue_depth.set(self._queued)
+        return self._pool.submit(self._job, chunk.phonemes, pack, speed)
+
+    async def plan(self, text: str, lang: str) -> Plan:
+        """Phonemize up to the first chunk now (so errors come before any audio);
+        the rest is phonemized lazily while audio is produced."""
+        it = chunk_text(text, lambda t: self.phonemizer(t, lang))
+        loop = asyncio.get_running_loop()
+        first = await loop.run_in_executor(self._g2p_pool, next, it, None)
+        if first is None:
+            raise ApiError(400, "no_speakable_text",
+                           "the input has no text that can be spoken in this language",
+                           "input")
+        return Plan(first, it)
+
+    async def _next_chunk(self, plan: Plan) -> Chunk | None:
+        if plan.first is not None:
+            first, plan.first = plan.first, None
+            return first
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._g2p_pool, next, plan.rest, None)
+
+    async def speak(self, plan: Plan, pack: np.ndarray,
+                    speed: float) -> AsyncIterator[SpokenChunk]:
+        """Yield each chunk's audio in order, keeping one chunk queued ahead."""
+        pending: list[tuple[Chunk, Future]] = []
+        exhausted = False
+        try:
+            while not exhausted or pending:
+                while not exhausted and len(pending) < 2:
+                    chunk = await self._next_chunk(plan)
+                    if chunk is None:
+                        exhausted = True
+                    else:
+                        pending.append((chunk, self._submit(chunk, pack, speed)))
+                if not pending:
+                    break
+                chunk, fut = pending[0]
+                audio, took = await asyncio.wrap_future(fut)
+                pending.pop(0)
+                seconds = len(audio) / self.engine.sample_rate
+                self.metrics.chunks.inc()
+                self.metrics.audio_seconds.inc(seconds)
+                if seconds > 0:
+                    self.metrics.rtf.observe(took / seconds)
+                yield SpokenChunk(chunk, prepare_chunk(audio, first=chunk.index == 0), seconds)
+        finally:
+            # On cancellation: jobs not yet started are dropped (and leave the queue
+            # count); one already running finishes on its worker and is discarded.
+            for _, fut in pending:
+                fut.cancel()
+                if fut.cancelled():
+                    with self._lock:
+                        self._queued -= 1
+            self.metrics.queue_depth.set(max(0, self._queued))

@@ -1,0 +1,120 @@
+"""One typed settings object, read from the environment (prefix KOKORO_)."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+SAMPLE_RATE = 24_000
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"expected a boolean, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob the server has. Each field maps to KOKORO_<FIELD_NAME_UPPER>."""
+
+    engine: str = "onnx"  # onnx | torch
+    device: str = "auto"  # auto | cuda | cpu
+    model_dir: Path = Path("/models")  # the model cache root (manifest paths are relative)
+    manifest: Path = Path("/app/manifest.yml")
+    onnx_model: str = "kokoro/onnx/kokoro-v1.0.int8.onnx"  # manifest path of the onnx file
+    torch_model: str = "kokoro/kokoro-v1_0.pth"  # manifest path of the torch checkpoint
+    config: str = "kokoro/config.json"
+    voices_dir: str = "kokoro/voices"
+    verify_digests: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8880
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    auth_disabled: bool = False  # allow a non-loopback bind without API keys
+    default_voice: str = "af_heart"
+    max_input_chars: int = 20_000
+    max_queue: int = 32  # requests admitted beyond those being served -> 503 after
+    workers: int = 1  # engine calls in flight at once (threads; CUDA streams on GPU)
+    onnx_threads: int = 0  # 0 = onnxruntime's default (all cores)
+    warmup: bool = True
+    english_g2p: str = "auto"  # auto | full (needs en_core_web_sm) | lite
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            key = "KOKORO_" + f.name.upper()
+            if key not in env:
+                continue
+            raw = env[key]
+            try:
+                if f.name == "api_keys":
+                    kwargs[f.name] = tuple(k.strip() for k in raw.split(",") if k.strip())
+                elif f.type in ("bool",):
+                    kwargs[f.name] = _bool(raw)
+                elif f.type == "int":
+                    kwargs[f.name] = int(raw)
+                elif f.type == "float":
+                    kwargs[f.name] = float(raw)
+                elif f.type == "Path":
+                    kwargs[f.name] = Path(raw)
+                else:
+                    kwargs[f.name] = raw.strip()
+            except ValueError as exc:
+                raise SettingsError(f"{key}: {exc}") from exc
+        keys_file = env.get("KOKORO_API_KEYS_FILE")
+        if keys_file:
+            text = Path(keys_file).read_text()
+            extra = tuple(k.strip() for k in text.replace(",", "\n").splitlines() if k.strip())
+            kwargs["api_keys"] = tuple(kwargs.get("api_keys", ())) + extra
+        settings = cls(**kwargs)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.engine not in ("onnx", "torch"):
+            raise SettingsError(f"KOKORO_ENGINE must be onnx or torch, got {self.engine!r}")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise SettingsError(f"KOKORO_DEVICE must be auto, cuda or cpu, got {self.device!r}")
+        for name in ("max_input_chars", "workers"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"KOKORO_{name.upper()} must be >= 1")
+        if self.english_g2p not in ("auto", "full", "lite"):
+            raise SettingsError("KOKORO_ENGLISH_G2P must be auto, full or lite")
+        if self.max_queue < 0:
+            raise SettingsError("KOKORO_MAX_QUEUE must be >= 0")
+        if self.requires_auth and not self.api_keys:
+            raise SettingsError(
+                f"binding to {self.host} (not loopback) needs API keys: set KOKORO_API_KEYS "
+                "(or KOKORO_API_KEYS_FILE), or set KOKORO_AUTH_DISABLED=true to serve "
+                "without authentication on purpose")
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def requires_auth(self) -> bool:
+        return not self.is_loopback and not self.auth_disabled
+
+    def path(self, manifest_path: str) -> Path:
+        return self.model_dir / manifest_path
+
+    @property
+    def model_file(self) -> str:
+        return self.onnx_model if self.engine == "onnx" else self.torch_model

@@ -1,0 +1,1 @@
+"""Text floor: input cleaning, grapheme-to-phoneme per language, chunking."""

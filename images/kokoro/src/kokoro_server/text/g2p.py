@@ -1,0 +1,152 @@
+"""Grapheme-to-phoneme per Kokoro language code, offline only.
+
+English (a, b) uses misaki's lexicon. With spaCy's en_core_web_sm installed it gets
+part-of-speech tags (heteronyms such as "read"/"lead", currency, number reading in
+context); without it a blank spaCy tokenizer plus a small rule tagger keeps the
+lexicon, punctuation and plain number reading, and espeak-ng handles unknown words.
+Spanish, French, Hindi, Italian and Portuguese use espeak-ng (espeakng-loader bundles
+it). Japanese and Mandarin need misaki[ja] / misaki[zh].
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ..errors import ApiError
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = {
+    "a": "American English", "b": "British English", "e": "Spanish", "f": "French",
+    "h": "Hindi", "i": "Italian", "j": "Japanese", "p": "Brazilian Portuguese",
+    "z": "Mandarin Chinese",
+}
+ESPEAK_LANG = {"e": "es", "f": "fr-fr", "h": "hi", "i": "it", "p": "pt-br"}
+# Aliases clients send (OpenAI-style and ISO codes) -> Kokoro's one-letter codes.
+ALIASES = {"en-us": "a", "en": "a", "en-gb": "b", "es": "e", "fr": "f", "fr-fr": "f",
+           "hi": "h", "it": "i", "ja": "j", "pt": "p", "pt-br": "p", "zh": "z"}
+
+_PUNCT_TAGS = {",": ",", ".": ".", "!": ".", "?": ".", ":": ":", ";": ":", "-": ":",
+               "–": ":", "—": ":", "(": "-LRB-", ")": "-RRB-", '"': "``", "“": "``",
+               "”": "''", "'": "''", "…": ":", "$": "$", "£": "$", "€": "$"}
+
+
+def normalize_lang(code: str | None) -> str | None:
+    if code is None:
+        return None
+    low = code.strip().lower()
+    low = ALIASES.get(low, low)
+    if low not in LANGUAGES:
+        raise ApiError(400, "unsupported_language",
+                       f"unknown lang_code {code[:20]!r}; use one of "
+                       f"{', '.join(sorted(LANGUAGES))}", "lang_code")
+    return low
+
+
+def english_mode(requested: str = "auto") -> str:
+    """'full' when en_core_web_sm is installed, else 'lite' (see module doc)."""
+    if requested in ("full", "lite"):
+        return requested
+    import spacy.util
+
+    return "full" if spacy.util.is_package("en_core_web_sm") else "lite"
+
+
+def _rule_tagger(doc):
+    """Tags for punctuation and numbers: all misaki's lexicon needs tags for, short of
+    a statistical tagger."""
+    for tok in doc:
+        if tok.text in _PUNCT_TAGS:
+            tok.tag_ = _PUNCT_TAGS[tok.text]
+        elif tok.like_num:
+            tok.tag_ = "CD"
+    return doc
+
+
+def _register_rule_tagger() -> None:
+    import spacy
+
+    if "kokoro_rule_tagger" not in spacy.registry.factories:
+        spacy.Language.component("kokoro_rule_tagger", func=_rule_tagger)
+
+
+def _make_english(british: bool, mode: str) -> Callable[[str], str]:
+    import spacy
+    from misaki import en
+    from misaki.espeak import EspeakFallback
+
+    fallback = EspeakFallback(british=british)
+    if mode == "full":
+        g2p = en.G2P(trf=False, british=british, fallback=fallback)
+    else:
+        # misaki.en.G2P.__init__ would try spacy.cli.download (network); build it by hand.
+        g2p = en.G2P.__new__(en.G2P)
+        g2p.version, g2p.british, g2p.unk = None, british, ""
+        g2p.lexicon = en.Lexicon(british)
+        g2p.fallback = fallback
+        nlp = spacy.blank("en")
+        _register_rule_tagger()
+        nlp.add_pipe("kokoro_rule_tagger")
+        g2p.nlp = nlp
+
+    def run(text: str) -> str:
+        return g2p(text)[0]
+
+    return run
+
+
+def _make_espeak(lang: str) -> Callable[[str], str]:
+    from misaki.espeak import EspeakG2P
+
+    g2p = EspeakG2P(language=ESPEAK_LANG[lang])
+    return lambda text: g2p(text)[0]
+
+
+def _make_cjk(lang: str) -> Callable[[str], str]:
+    try:
+        if lang == "j":
+            from misaki import ja
+
+            g2p = ja.JAG2P()
+        else:
+            from misaki import zh
+
+            g2p = zh.ZHG2P()
+    except Exception as exc:
+        raise ApiError(400, "language_unavailable",
+                       f"{LANGUAGES[lang]} needs misaki[{'ja' if lang == 'j' else 'zh'}], "
+                       "which this image does not include", "lang_code") from exc
+    return lambda text: g2p(text)[0]
+
+
+class Phonemizer:
+    """One G2P per language, built on first use; each guarded by a lock (espeak-ng and
+    spaCy pipelines are not safe to share between threads)."""
+
+    def __init__(self, english: str = "auto"):
+        self.english = english_mode(english)
+        self._g2p: dict[str, Callable[[str], str]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._build_lock = threading.Lock()
+
+    def _get(self, lang: str) -> tuple[Callable[[str], str], threading.Lock]:
+        with self._build_lock:
+            if lang not in self._g2p:
+                if lang in ("a", "b"):
+                    self._g2p[lang] = _make_english(lang == "b", self.english)
+                elif lang in ESPEAK_LANG:
+                    self._g2p[lang] = _make_espeak(lang)
+                else:
+                    self._g2p[lang] = _make_cjk(lang)
+                self._locks[lang] = threading.Lock()
+            return self._g2p[lang], self._locks[lang]
+
+    def ensure(self, lang: str) -> None:
+        """Build the language's G2P now; ApiError(400) if it is not installed."""
+        self._get(lang)
+
+    def __call__(self, text: str, lang: str) -> str:
+        fn, lock = self._get(lang)
+        with lock:
+            return (fn(text) or "").strip()

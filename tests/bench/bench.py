@@ -1,0 +1,305 @@
+"""Benchmark the Kokoro server against direct engine calls in the same run.
+
+    KOKORO_DEPLOY_MIRROR=http://127.0.0.1:18080/ .venv/bin/python tests/bench/bench.py
+
+Starts `kokoro-server` (onnx engine, the real int8 model) as a subprocess on loopback
+and measures, each beside a direct call of the same engine code in this process:
+  * real-time factor (synthesis wall time / audio seconds) on a fixed English text set;
+  * time to first audio in stream mode for a long paragraph (direct: G2P + synthesis
+    of the first sentence);
+  * aggregate throughput (audio seconds per wall second) at 1, 4 and 16 clients
+    (16 requests of a two-sentence text per level);
+  * peak RSS of the server process (and of this process for the direct engine);
+  * the server's RSS after 50 and after 500 requests.
+Writes docs/benchmarks/kokoro-cpu-onnx.json and .md (machine, date, versions).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(REPO / "images" / "kokoro" / "tests")]
+
+from kokoro_testlib import MANIFEST, fetch_models, free_port, voice_paths  # noqa: E402
+from texts import LONG, MEDIUM, TEXT_SET  # noqa: E402
+
+OUT = REPO / "docs" / "benchmarks"
+VOICE = "af_heart"
+
+
+class PeakRss:
+    """Sample a process's RSS every 50 ms and keep the peak."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(
+        psutil.virtual_memory().total / 2**30, 1), "os": platform.platform(),
+        "python": platform.python_version(), "load_avg_at_start": os.getloadavg()}
+
+
+def versions() -> dict:
+    out = {}
+    for dist in ("kokoro-server", "onnxruntime", "misaki", "spacy", "numpy", "av", "fastapi",
+                 "uvicorn", "torch", "kokoro"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+class Direct:
+    """The same engine, phonemizer, chunker and stitcher the server uses, called directly."""
+
+    def __init__(self, model_dir: Path):
+        from kokoro_server.assets import verify
+        from kokoro_server.engines import load_engine
+        from kokoro_server.settings import Settings
+        from kokoro_server.text.g2p import Phonemizer
+        from kokoro_server.voices import VoiceStore
+
+        s = Settings(engine="onnx", model_dir=model_dir, manifest=MANIFEST)
+        found = verify(s)
+        self.engine = load_engine(s, found)
+        self.voices = VoiceStore.from_files({VOICE: found.voices[VOICE]})
+        self.pack, _ = self.voices.resolve(VOICE)
+        self.g2p = Phonemizer()
+
+    def speak(self, text: str, first_only: bool = False) -> float:
+        """Synthesize like the server does; return audio seconds."""
+        from kokoro_server.audio.stitch import prepare_chunk
+        from kokoro_server.text.chunking import chunk_text
+
+        seconds = 0.0
+        for chunk in chunk_text(text, lambda t: self.g2p(t, "a")):
+            audio = prepare_chunk(self.engine.synthesize(chunk.phonemes, self.pack),
+                                  first=chunk.index == 0)
+            seconds += len(audio) / 24000
+            if first_only:
+                break
+        return seconds
+
+
+def start_server(model_dir: Path, port: int, workers: int) -> subprocess.Popen:
+    env = {**os.environ, "KOKORO_ENGINE": "onnx", "KOKORO_MODEL_DIR": str(model_dir),
+           "KOKORO_MANIFEST": str(MANIFEST), "KOKORO_PORT": str(port),
+           "KOKORO_HOST": "127.0.0.1", "KOKORO_WORKERS": str(workers),
+           "KOKORO_MAX_QUEUE": "64", "KOKORO_LOG_LEVEL": "warning"}
+    exe = Path(sys.executable).with_name("kokoro-server")
+    proc = subprocess.Popen([str(exe)], env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("kokoro-server exited during start-up")
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("kokoro-server did not become ready")
+
+
+def post_pcm(client: httpx.Client, text: str) -> float:
+    r = client.post("/v1/audio/speech", json={"input": text, "voice": VOICE,
+                                              "response_format": "pcm", "stream": False})
+    r.raise_for_status()
+    return len(r.content) / 2 / 24000
+
+
+def ttfa_stream(client: httpx.Client, text: str) -> float:
+    start = time.perf_counter()
+    with client.stream("POST", "/v1/audio/speech",
+                       json={"input": text, "voice": VOICE, "response_format": "pcm",
+                             "stream": True}) as r:
+        pieces = r.iter_raw()
+        for piece in pieces:
+            if piece:
+                first = time.perf_counter() - start
+                break
+        for _ in pieces:  # drain: the next measurement starts on an idle server
+            pass
+    return first
+
+
+def timed(fn, *args) -> tuple[float, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def throughput(fn, clients: int, per_client: int) -> float:
+    """Aggregate audio seconds per wall second with `clients` concurrent callers."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        seconds = sum(pool.map(lambda _: sum(fn() for _ in range(per_client)),
+                               range(clients)))
+    return seconds / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--leak-requests", type=int, default=500)
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--workers", type=int, default=1, help="server KOKORO_WORKERS")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    mirror = os.environ.get("KOKORO_DEPLOY_MIRROR")
+    if not mirror:
+        sys.exit("bench: set KOKORO_DEPLOY_MIRROR to the model mirror's base URL")
+    model_dir = fetch_models(mirror, ["kokoro/config.json", "kokoro/onnx/kokoro-v1.0.int8.onnx",
+                                      *voice_paths()])
+    result: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "machine": machine(), "versions": versions(), "engine": "onnx int8",
+                    "voice": VOICE, "server_workers": args.workers}
+    direct = Direct(model_dir)
+    port = free_port()
+    server = start_server(model_dir, port, args.workers)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
+    try:
+        for text in TEXT_SET.values():  # warm both paths
+            direct.speak(text)
+            post_pcm(client, text)
+        rtf = {}
+        for name, text in TEXT_SET.items():
+            d, s = [], []
+            for _ in range(args.repeats):  # interleave so load changes hit both alike
+                wall, secs = timed(direct.speak, text)
+                d.append(wall / secs)
+                wall, secs = timed(post_pcm, client, text)
+                s.append(wall / secs)
+            rtf[name] = {"direct": statistics.median(d), "server": statistics.median(s),
+                         "ratio": statistics.median(s) / statistics.median(d)}
+        result["rtf"] = rtf
+        d_first, s_first = [], []
+        for _ in range(args.repeats):
+            d_first.append(timed(direct.speak, LONG, True)[0])
+            s_first.append(ttfa_stream(client, LONG))
+        result["ttfa_stream_long_paragraph_s"] = {
+            "direct_first_sentence": statistics.median(d_first),
+            "server": statistics.median(s_first),
+            "server_minus_direct_ms": 1000 * (statistics.median(s_first)
+                                              - statistics.median(d_first))}
+        tput = {}
+        local = threading.local()
+
+        def via_server():
+            if not hasattr(local, "c"):
+                local.c = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
+            return post_pcm(local.c, MEDIUM)
+
+        with PeakRss(server.pid) as server_rss, PeakRss(os.getpid()) as direct_rss:
+            for n in [int(c) for c in args.concurrency.split(",")]:
+                per = max(1, 16 // n)
+                tput[str(n)] = {"direct": throughput(lambda: direct.speak(MEDIUM), n, per),
+                                "server": throughput(via_server, n, per)}
+                tput[str(n)]["ratio"] = tput[str(n)]["server"] / tput[str(n)]["direct"]
+        result["throughput_audio_s_per_s"] = tput
+        result["peak_rss_mib"] = {"server_process": server_rss.peak / 2**20,
+                                  "direct_process": direct_rss.peak / 2**20}
+        proc = psutil.Process(server.pid)
+        rss = {}
+        for i in range(1, args.leak_requests + 1):
+            post_pcm(client, "Hi." if i % 2 else "Okay.")
+            if i in (50, args.leak_requests):
+                rss[str(i)] = proc.memory_info().rss / 2**20
+        result["server_rss_mib_after_requests"] = rss
+        if "50" in rss and str(args.leak_requests) in rss:
+            result["rss_growth_50_to_last_pct"] = 100 * (rss[str(args.leak_requests)]
+                                                         / rss["50"] - 1)
+        result["machine"]["load_avg_at_end"] = os.getloadavg()
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(30)
+    write(result, args.out)
+
+
+def write(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kokoro-cpu-onnx.json").write_text(json.dumps(result, indent=2) + "\n")
+    m, v = result["machine"], result["versions"]
+    lines = [
+        "# Kokoro server benchmark: CPU, onnx int8",
+        "",
+        f"- Date: {result['date']}",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}",
+        f"- Load average at start / end: {', '.join(f'{x:.2f}' for x in m['load_avg_at_start'])}"
+        f" / {', '.join(f'{x:.2f}' for x in m.get('load_avg_at_end', ()))}",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- Voice {result['voice']}, server KOKORO_WORKERS={result['server_workers']}; "
+        "direct = the same engine/G2P/chunking code called in-process",
+        "",
+        "| Measure | Direct engine | Server | Server / direct |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, r in result["rtf"].items():
+        lines.append(f"| RTF, {name} | {r['direct']:.3f} | {r['server']:.3f} | {r['ratio']:.3f} |")
+    t = result["ttfa_stream_long_paragraph_s"]
+    lines.append(f"| Time to first audio, stream, long paragraph (s) | "
+                 f"{t['direct_first_sentence']:.3f} (first sentence) | {t['server']:.3f} | "
+                 f"+{t['server_minus_direct_ms']:.0f} ms |")
+    for n, r in result["throughput_audio_s_per_s"].items():
+        lines.append(f"| Throughput, {n} clients (audio s / s) | {r['direct']:.2f} | "
+                     f"{r['server']:.2f} | {r['ratio']:.3f} |")
+    p = result["peak_rss_mib"]
+    lines.append(f"| Peak RSS (MiB) | {p['direct_process']:.0f} (bench process) | "
+                 f"{p['server_process']:.0f} | |")
+    rss = result.get("server_rss_mib_after_requests", {})
+    if rss:
+        lines.append("")
+        lines.append("Server RSS after N requests (MiB): " + ", ".join(
+            f"{k}: {val:.0f}" for k, val in rss.items()) +
+            f" (growth {result.get('rss_growth_50_to_last_pct', 0):+.1f} %)")
+    (out / "kokoro-cpu-onnx.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

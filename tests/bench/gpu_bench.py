@@ -1,0 +1,249 @@
+"""GPU figures for the torch engine, for a machine with CUDA but no web stack or network.
+
+    python tests/bench/gpu_bench.py --assets DIR --out DIR
+
+Runs the server's own engine and scheduler code (kokoro_server.engines.torch and
+kokoro_server.scheduler; no HTTP layer) on a random-init Kokoro-82M checkpoint in the
+real on-disk format, built here through kokoro.KModel, with duration_proj biased to
+3 frames (75 ms) per phoneme - about the real model's speaking rate - so the decoder
+does realistic work. Phonemes for the fixed text set were computed beforehand with
+misaki on the CPU machine (prepare_gpu_assets.py) and are replayed, so neither misaki
+nor spaCy is needed here. Measures single-stream RTF (direct engine call and through
+the scheduler), time to first audio of a long paragraph, aggregate throughput with 16
+concurrent streams for several worker counts, process VRAM; writes JSON + Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import types
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(REPO / "images" / "kokoro" / "src"), str(REPO / "images" / "kokoro" / "tests")]
+
+
+def import_kmodel():
+    """Import kokoro.model without kokoro/__init__ (which pulls misaki and spaCy)."""
+    spec = importlib.util.find_spec("kokoro")
+    if "kokoro" not in sys.modules:
+        pkg = types.ModuleType("kokoro")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules["kokoro"] = pkg
+    from kokoro.model import KModel
+
+    sys.modules["kokoro"].KModel = KModel
+    return KModel
+
+
+def smi(*query: str) -> str:
+    try:
+        r = subprocess.run(["nvidia-smi", *query], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return "nvidia-smi not found"
+    return r.stdout.strip() or r.stderr.strip()
+
+
+def process_vram_mib() -> float | None:
+    out = smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(os.getpid()):
+            return float(parts[1])
+    return None
+
+
+class Replay:
+    """G2P replay: the phonemes misaki produced for each text on the CPU machine."""
+
+    english = "replayed"
+
+    def __init__(self, table: dict[str, str]):
+        self.table = table
+
+    def ensure(self, lang: str) -> None:
+        pass
+
+    def __call__(self, text: str, lang: str) -> str:
+        return self.table[text]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--assets", type=Path, required=True,
+                    help="config.json, voices/*.pt, phonemes.json")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--workers", default="1,4,8,16")
+    ap.add_argument("--per-stream", type=int, default=3)
+    ap.add_argument("--device", default="cuda", help="cpu: dry run of this script")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--frames", type=float, default=3.0, help="frames (25 ms) per phoneme")
+    args = ap.parse_args()
+    import torch
+
+    KModel = import_kmodel()
+    from kokoro_server.engines.torch import TorchEngine, cuda_problem
+    from kokoro_server.metrics import Metrics
+    from kokoro_server.scheduler import Scheduler
+    from kokoro_server.settings import Settings
+    from kokoro_server.voices import load_voice_pack
+    from kokoro_testlib import build_random_checkpoint
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    result: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds")}
+    query = "name,memory.total,memory.used,driver_version,compute_cap"
+    result["nvidia_smi_query"] = query
+    result["nvidia_smi"] = smi(f"--query-gpu={query}", "--format=csv,noheader,nounits")
+    (args.out / "nvidia-smi.csv").write_text(result["nvidia_smi"] + "\n")
+    result["torch"] = torch.__version__
+    result["torch_cuda"] = torch.version.cuda
+    result["cuda_problem"] = cuda_problem()
+    result["arch_list"] = torch.cuda.get_arch_list()
+    if args.device == "cuda":
+        assert result["cuda_problem"] is None, result["cuda_problem"]
+
+    phonemes = json.loads((args.assets / "phonemes.json").read_text())
+    ckpt = Path("/tmp/kokoro-random/random-init.pth")
+    t0 = time.perf_counter()
+    build_random_checkpoint(args.assets / "config.json", ckpt,
+                            frames_per_phoneme=args.frames)
+    result["checkpoint_build_s"] = time.perf_counter() - t0
+    result["frames_per_phoneme"] = args.frames
+    assert KModel is sys.modules["kokoro"].KModel
+    settings = Settings(engine="torch", device=args.device)
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    engine = TorchEngine(ckpt, args.assets / "config.json", settings)
+    pack = load_voice_pack(args.assets / "voices" / "af_heart.pt")
+    texts = json.loads((args.assets / "texts.json").read_text())
+
+    def synth_text(text: str) -> float:
+        from kokoro_server.text.chunking import chunk_text
+
+        secs = 0.0
+        for chunk in chunk_text(text, lambda t: phonemes[t]):
+            secs += len(engine.synthesize(chunk.phonemes, pack)) / 24000
+        return secs
+
+    for text in (texts["hello"], texts["paragraph"]):  # warm-up
+        synth_text(text)
+    if cuda:
+        torch.cuda.synchronize()
+
+    rtf = {}
+    for name in ("hello", "paragraph"):
+        vals = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            secs = synth_text(texts[name])
+            vals.append((time.perf_counter() - t0) / secs)
+        rtf[name] = {"direct_engine": statistics.median(vals), "audio_s": secs}
+    result["rtf_single_stream"] = rtf
+    from kokoro_server.text.chunking import chunk_text
+
+    first = next(chunk_text(texts["long"], lambda t: phonemes[t]))
+    vals = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        engine.synthesize(first.phonemes, pack)
+        vals.append(time.perf_counter() - t0)
+    result["first_sentence_direct_s"] = statistics.median(vals)
+
+    async def scheduler_runs(workers: int) -> dict:
+        metrics = Metrics()
+        sched = Scheduler(engine, Replay(phonemes), metrics, workers=workers,
+                          max_queue=4 * args.streams)
+
+        async def one(text: str, first_only: bool = False) -> tuple[float, float]:
+            start = time.perf_counter()
+            plan = await sched.plan(text, "a")
+            first, secs = None, 0.0
+            speech = sched.speak(plan, pack, 1.0)
+            async for spoken in speech:
+                if first is None:
+                    first = time.perf_counter() - start
+                secs += len(spoken.audio) / 24000
+                if first_only:
+                    break
+            await speech.aclose()  # like a client that hangs up: queued chunks cancelled
+            return first, secs
+
+        out = {}
+        await one(texts["paragraph"])
+        ttfa = []
+        for _ in range(args.repeats):
+            while not sched.idle:  # the last run's cancelled chunk may still be on a worker
+                await asyncio.sleep(0.002)
+            ttfa.append((await one(texts["long"], first_only=True))[0])
+        out["ttfa_long_s"] = statistics.median(ttfa)
+        t0 = time.perf_counter()
+        _, secs = await one(texts["paragraph"])
+        out["rtf_paragraph_scheduler"] = (time.perf_counter() - t0) / secs
+
+        async def stream_client():
+            total = 0.0
+            for _ in range(args.per_stream):
+                total += (await one(texts["paragraph"]))[1]
+            return total
+
+        t0 = time.perf_counter()
+        totals = await asyncio.gather(*[stream_client() for _ in range(args.streams)])
+        wall = time.perf_counter() - t0
+        out[f"aggregate_x_realtime_{args.streams}_streams"] = sum(totals) / wall
+        sched.close()
+        return out
+
+    result["scheduler"] = {}
+    for w in [int(x) for x in args.workers.split(",")]:
+        result["scheduler"][f"workers_{w}"] = asyncio.run(scheduler_runs(w))
+        print(w, result["scheduler"][f"workers_{w}"], flush=True)
+    if cuda:
+        torch.cuda.synchronize()
+        result["vram"] = {"torch_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
+                          "torch_max_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
+                          "nvidia_smi_process_mib": process_vram_mib()}
+    result["nvidia_smi_after"] = smi(f"--query-gpu={query}", "--format=csv,noheader,nounits")
+    (args.out / "kokoro-gpu-torch.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "kokoro-gpu-torch.md").write_text(render(result))
+    print(json.dumps(result, indent=2))
+
+
+def render(r: dict) -> str:
+    lines = [
+        "# Kokoro server benchmark: GPU, torch engine",
+        "",
+        f"- Date: {r['date']}",
+        f"- GPU (nvidia-smi {r['nvidia_smi_query']}): `{r['nvidia_smi']}`",
+        f"- torch {r['torch']} (CUDA {r['torch_cuda']}); random-init Kokoro-82M checkpoint in "
+        f"the real format, {r['frames_per_phoneme']} frames (25 ms each) per phoneme",
+        "- Server code without HTTP: kokoro_server TorchEngine + Scheduler; G2P replayed",
+        "",
+        "| Measure | Value |",
+        "| --- | ---: |",
+    ]
+    for name, v in r["rtf_single_stream"].items():
+        lines.append(f"| RTF single stream, {name}, direct engine | {v['direct_engine']:.4f} |")
+    lines.append(f"| First sentence of the long text, direct engine (s) | "
+                 f"{r['first_sentence_direct_s']:.4f} |")
+    for w, v in r["scheduler"].items():
+        for key, val in v.items():
+            lines.append(f"| {w.replace('_', ' ')}: {key.replace('_', ' ')} | {val:.4f} |")
+    for key, val in (r.get("vram") or {}).items():
+        if val is not None:
+            lines.append(f"| VRAM {key.replace('_', ' ')} | {val:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
