@@ -12,10 +12,13 @@ scenarios=("$@")
 if [ ${#scenarios[@]} -eq 0 ]; then
   for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
 fi
+# The log takes Molecule's output; the [time] line stays on the terminal.
+run_scenario() { molecule test -s "$1" >"$2" 2>&1; }
+
 passed=0 failed=0 failures=()
 for s in "${scenarios[@]}"; do
   log="${TMPDIR:-/tmp}/molecule-$s.log"
-  if timed "molecule $s" molecule test -s "$s" >"$log" 2>&1; then
+  if timed "molecule $s" run_scenario "$s" "$log"; then
     passed=$((passed + 1))
     grep -aE '^\S+ +: actions=|[0-9]+ passed' "$log" | sed 's/\x1b\[[0-9;]*m//g; s/^/  /' | tail -n 3
   else
