@@ -295,3 +295,16 @@ def test_uncovered_caps_names_the_cards_a_build_cannot_run():
     assert kg.uncovered_caps(["8.9", "12.0", "6.1"], kg.wheel_arch_list("2.9.1", "cu126")) == [
         "12.0"]
     assert kg.uncovered_caps(["6.1"], kg.wheel_arch_list("2.9.1", "cu130")) == ["6.1"]
+
+
+def test_parse_nvidia_smi_reads_the_output_of_a_real_h100():
+    """docs/benchmarks/nvidia-smi-query-h100.csv is verbatim nvidia-smi output from the
+    H100 lent for the 2026-11-27 benchmark: the parser the roles use must read it."""
+    real = Path(__file__).resolve().parents[2] / "docs/benchmarks/nvidia-smi-query-h100.csv"
+    (gpu,) = kg.parse_nvidia_smi(real.read_text())
+    assert gpu["name"] == "NVIDIA H100 80GB HBM3"
+    assert (gpu["memory_total_mib"], gpu["memory_used_mib"]) == (81559, 0)
+    assert gpu["driver_version"] == "580.159.04" and kg.driver_branch(gpu["driver_version"]) == 580
+    assert (gpu["arch"], gpu["family"]) == ("sm_90", "Hopper")
+    plan = kg.plan_torch_flavour("2.9.1", [gpu])
+    assert (plan["flavour"], plan["compat"]) == ("cu130", "full"), plan
