@@ -6,7 +6,6 @@ real on-disk format and loaded by the real kokoro.KModel code.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from kokoro_server.assets import sha256_file as sha256
 
 REPO = Path(__file__).resolve().parents[3]
 MANIFEST = REPO / "manifest.yml"
@@ -27,14 +27,6 @@ DEFAULT_CACHE = REPO / ".cache" / "models"
 KOKORO_PARTS = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
 RANDOM_CKPT_PATH = "kokoro/test/random-init-kokoro.pth"  # never the real checkpoint's path
 API_KEY = "test-key-5f2b"  # a test credential for the servers the tests start
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def manifest_artifacts(manifest: Path = MANIFEST) -> dict[str, dict]:
