@@ -17,19 +17,12 @@ fakes a GPU. Run it on a GPU machine with `--hosts=local://` or against a fleet 
                             http://127.0.0.1:8880, no key)
 """
 
-import importlib.util
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
-
-_PLUGIN = (Path(__file__).resolve().parents[3] / "roles" / "gpu_facts" / "filter_plugins"
-           / "kokoro_gpu.py")
-_spec = importlib.util.spec_from_file_location("kokoro_gpu", _PLUGIN)
-kokoro_gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kokoro_gpu)
+from kokoro_gpu_plugin import kokoro_gpu
 
 PIN = "/etc/apt/preferences.d/kokoro-nvidia-driver"
 HEADROOM_MIB = int(os.environ.get("KOKORO_VRAM_HEADROOM_MIB", "1024"))

@@ -4,19 +4,15 @@ the host's hardware (or, for facts made through the role's test seams, with itse
 Runs from Molecule against test hosts and against real hosts (tests/acceptance/README.md).
 """
 
-import json
 
 import pytest
+from kokoro_gpu_plugin import GPU_FACT
 
-FACT = "/etc/ansible/facts.d/kokoro_gpu.fact"
 
-
-@pytest.fixture
-def facts(host):
-    fact = host.file(FACT)
-    assert fact.is_file, f"{FACT} missing: run the gpu_facts role (preflight play)"
+def test_gpu_facts_file_is_readable_by_all_and_written_by_root(host):
+    fact = host.file(GPU_FACT)
+    assert fact.is_file, f"{GPU_FACT} missing: run the gpu_facts role (preflight play)"
     assert fact.mode == 0o644
-    return json.loads(fact.content_string)
 
 
 def _nvidia_pci_functions(host) -> int:

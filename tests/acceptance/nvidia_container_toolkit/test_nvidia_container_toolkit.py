@@ -10,15 +10,7 @@ import json
 
 import pytest
 
-FACT = "/etc/ansible/facts.d/kokoro_gpu.fact"
 DAEMON_JSON = "/etc/docker/daemon.json"
-
-
-@pytest.fixture
-def facts(host):
-    fact = host.file(FACT)
-    assert fact.is_file, f"{FACT} missing: run the gpu_facts role (preflight play)"
-    return json.loads(fact.content_string)
 
 
 @pytest.fixture

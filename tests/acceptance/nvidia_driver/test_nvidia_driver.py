@@ -7,32 +7,17 @@ The facts come from /etc/ansible/facts.d/kokoro_gpu.fact (role gpu_facts), so th
 follow what the run decided. Runs from Molecule and against real hosts.
 """
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
+from kokoro_gpu_plugin import kokoro_gpu
 
-_PLUGIN = (Path(__file__).resolve().parents[3] / "roles" / "gpu_facts" / "filter_plugins"
-           / "kokoro_gpu.py")
-_spec = importlib.util.spec_from_file_location("kokoro_gpu", _PLUGIN)
-kokoro_gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kokoro_gpu)
-
-FACT = "/etc/ansible/facts.d/kokoro_gpu.fact"
 DRIVER_FACT = "/etc/ansible/facts.d/kokoro_nvidia_driver.fact"
 PIN = "/etc/apt/preferences.d/kokoro-nvidia-driver"
 BLACKLIST = "/etc/modprobe.d/kokoro-blacklist-nouveau.conf"
 # The packages the role installs, whichever source: one of them marks a driver install.
 DRIVER_PACKAGES = ["nvidia-kernel-dkms", "nvidia-open-kernel-dkms", "libcuda1", "nvidia-smi"]
-
-
-@pytest.fixture
-def facts(host):
-    fact = host.file(FACT)
-    assert fact.is_file, f"{FACT} missing: run the gpu_facts role (preflight play)"
-    return json.loads(fact.content_string)
 
 
 @pytest.fixture
