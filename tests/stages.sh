@@ -18,6 +18,7 @@ stage_unit() { pytest tests/unit; }
 # Every server test, the 3,000-word one (marked slow, ~8 min on 2 cores) included.
 stage_server() {
   images/kokoro/tests/spacy_model.sh
+  bash tests/testbed/browser.sh   # Debian's chromium + chromedriver for the web player test
   pytest images/kokoro/tests
 }
 stage_molecule() { tests/molecule/run.sh; }

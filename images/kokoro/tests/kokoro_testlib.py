@@ -157,6 +157,19 @@ class ServerThread:
         self.thread.join(timeout=30)
 
 
+ERROR_KEYS = {"message", "type", "code", "param"}
+
+
+def assert_error(resp, status: int, code: str) -> dict:
+    """The response is the server's one error shape with this status and code."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     """Decode any container PyAV knows to mono float32 and its sample rate."""
     import av

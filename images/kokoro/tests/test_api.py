@@ -11,19 +11,9 @@ import httpx
 import pytest
 from kokoro_server.audio.encode import FORMATS
 from kokoro_server.text.chunking import chunk_text
-from kokoro_testlib import API_KEY, decode_audio
+from kokoro_testlib import API_KEY, assert_error, decode_audio
 
 HELLO = "Hello there. How are you today?"
-ERROR_KEYS = {"message", "type", "code", "param"}
-
-
-def assert_error(resp: httpx.Response, status: int, code: str) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"]
-    return body["error"]
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -142,6 +132,8 @@ BAD_INPUTS = [
     ({"input": "ring \x07 bell"}, 400, "invalid_characters"),
     ({"input": "bad\ufffeunicode"}, 400, "invalid_characters"),
     ({"input": "🙂🙂 ✨"}, 400, "no_speakable_text"),
+    ({"input": "hi", "input_type": "ipa"}, 400, "invalid_input_type"),
+    ({"input": "hi", "normalize": "no"}, 400, "invalid_normalize"),
 ]
 
 
@@ -198,6 +190,34 @@ def test_metrics_count_requests_audio_and_expose_histograms(client):
     assert metric(text, "kokoro_real_time_factor_count") >= 1
     assert metric(text, "kokoro_time_to_first_audio_seconds_count") >= 1
     assert "kokoro_queue_depth " in text and metric(text, "kokoro_ready") == 1
+
+
+def test_metrics_count_the_captioned_and_phonemize_routes(client):
+    client.post("/v1/audio/phonemize", json={"input": "Count me."})
+    client.post("/v1/audio/speech/captioned", json={"input": ""})
+    text = client.get("/metrics").text
+    assert metric(text, "kokoro_requests_total",
+                  '{route="/v1/audio/phonemize",status="200"}') >= 1
+    assert metric(text, "kokoro_requests_total",
+                  '{route="/v1/audio/speech/captioned",status="400"}') >= 1
+
+
+def test_speech_reads_money_aloud_as_its_words(client):
+    """Normalisation happens before G2P: "$1,234.56" is spoken exactly as its words
+    (same phonemes, so the same predicted durations and audio length), far longer than
+    "hi"; with normalize false the G2P alone reads it differently."""
+    def samples(text, **extra):
+        r = client.post("/v1/audio/speech", json={"input": text, "response_format": "pcm",
+                                                  "stream": False, "speed": 2.0, **extra})
+        assert r.status_code == 200, r.text
+        return len(r.content) // 2
+
+    money = samples("$1,234.56")
+    assert money == samples("one thousand two hundred thirty four dollars and fifty six cents")
+    assert money > 3 * samples("hi")
+    url = "See example.com/docs."
+    assert samples(url) == samples("See example dot com slash docs.")
+    assert samples(url, normalize=False) < samples(url)
 
 
 def test_openai_client_synthesizes_and_streams(onnx_server):

@@ -34,7 +34,8 @@ def test_api_keys_never_appear_in_the_settings_repr():
                                        ({"KOKORO_DEVICE": "gpu"}, "KOKORO_DEVICE"),
                                        ({"KOKORO_WORKERS": "0"}, "KOKORO_WORKERS"),
                                        ({"KOKORO_PORT": "http"}, "KOKORO_PORT"),
-                                       ({"KOKORO_WARMUP": "maybe"}, "KOKORO_WARMUP")])
+                                       ({"KOKORO_WARMUP": "maybe"}, "KOKORO_WARMUP"),
+                                       ({"KOKORO_NORMALIZE": "maybe"}, "KOKORO_NORMALIZE")])
 def test_bad_settings_name_the_variable(env, match):
     with pytest.raises(SettingsError, match=match):
         Settings.from_env(env)

@@ -81,3 +81,24 @@ def test_espeak_languages_phonemize_offline(g2p, lang, text):
     ps = g2p(text, lang)
     assert len(ps) >= len(text) // 2
     assert not any(c.isascii() and c.isupper() for c in ps.replace("A", "").replace("O", ""))
+
+
+def test_chunks_carry_each_words_place_in_their_phonemes(g2p):
+    text = ("Hello, world! " + "The cat, a small one, sat on the mat all day long. " * 8).strip()
+    chunks = list(chunk_text(text, lambda t: g2p.align(t, "a")))
+    assert len(chunks) >= 2
+    for chunk in chunks:
+        spoken = [w for w in chunk.words if any(c.isalpha() for c in w.text)]
+        assert [w.text for w in spoken] == [w.strip(",.!") for w in chunk.text.split()]
+        for w in chunk.words:
+            assert 0 <= w.start < w.end <= len(chunk.phonemes)
+            assert " " not in chunk.phonemes[w.start:w.end]
+        # each word's phonemes are the word's own: "cat" -> kˈæt wherever it is
+        cats = [chunk.phonemes[w.start:w.end] for w in chunk.words if w.text == "cat"]
+        assert set(cats) <= {"kˈæt"}
+
+
+def test_espeak_words_pair_with_their_phonemes_by_spaces(g2p):
+    ps, words = g2p.align("Hola amigo mío", "e")
+    assert [w.text for w in words] == ["Hola", "amigo", "mío"]
+    assert " ".join(ps[w.start:w.end] for w in words) == ps

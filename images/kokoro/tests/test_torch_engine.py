@@ -45,3 +45,20 @@ def test_torch_checkpoint_not_matching_the_manifest_is_refused(torch_settings, t
 
     with pytest.raises(StartupError, match=r"sha256 mismatch for .*random-init-kokoro\.pth"):
         verify(replace(torch_settings, model_dir=root))
+
+
+def test_torch_engine_times_words_by_its_predicted_durations(torch_server):
+    """KModel returns pred_dur with the audio; with every token biased to 3 frames
+    (75 ms) the word times are known exactly: "hˈI ðˈɛɹ." is pad, h ˈ I, space,
+    ð ˈ ɛ ɹ, ".", pad."""
+    r = httpx.post(torch_server.url + "/v1/audio/speech/captioned",
+                   json={"input": "Hi there.", "voice": "am_adam", "response_format": "pcm"},
+                   timeout=300)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert torch_server.state.phonemizer("Hi there.", "a") == "hˈI ðˈɛɹ."
+    token_s = 3 * SAMPLES_PER_FRAME / 24000
+    assert body["words"] == [
+        {"word": "Hi", "start": round(1 * token_s, 3), "end": round(4 * token_s, 3)},
+        {"word": "there.", "start": round(5 * token_s, 3), "end": round(9 * token_s, 3)}]
+    assert body["duration"] == round(11 * token_s, 3)

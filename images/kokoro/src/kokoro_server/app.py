@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, assets
-from .api import ops, speech, voices
+from .api import captions, ops, phonemes, speech, voices, web
 from .engines import load_engine
 from .engines.base import Engine
 from .errors import ApiError, StartupError
@@ -67,7 +67,8 @@ class RequestMetrics:
     """Pure ASGI middleware counting responses by route and status (streams intact)."""
 
     ROUTES: ClassVar[frozenset[str]] = frozenset(
-        {"/v1/audio/speech", "/v1/audio/voices", "/v1/models", "/health", "/metrics"})
+        {"/v1/audio/speech", "/v1/audio/speech/captioned", "/v1/audio/phonemize",
+         "/v1/audio/voices", "/v1/models", "/health", "/metrics"})
 
     def __init__(self, app, metrics: Metrics):
         self.app = app
@@ -93,12 +94,15 @@ class RequestMetrics:
 class BodyLimit:
     """Refuse a speech body too large to hold an allowed input before reading it."""
 
+    PATHS: ClassVar[frozenset[str]] = frozenset(
+        {"/v1/audio/speech", "/v1/audio/speech/captioned", "/v1/audio/phonemize"})
+
     def __init__(self, app, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/v1/audio/speech":
+        if scope["type"] == "http" and scope["path"] in self.PATHS:
             length = dict(scope["headers"]).get(b"content-length", b"0")
             if length.isdigit() and int(length) > self.max_bytes:
                 err = ApiError(413, "input_too_long",
@@ -128,8 +132,11 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.kokoro = state
     app.include_router(speech.router)
+    app.include_router(captions.router)
+    app.include_router(phonemes.router)
     app.include_router(voices.router)
     app.include_router(ops.router)
+    app.include_router(web.router)  # /web: the browser player (no API key to load it)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
@@ -147,7 +154,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         else:
             msg = f"invalid value for {param or 'body'}: {err.get('msg', 'invalid')}"
         code = "invalid_" + (param or "body") if param in (
-            "speed", "response_format", "voice", "input", "stream", "model") else "invalid_request"
+            "speed", "response_format", "voice", "input", "stream", "model", "input_type",
+            "normalize", "caption_format") else "invalid_request"
         if param == "response_format":
             code = "unsupported_format"
         return _error(ApiError(400, code, msg, param))

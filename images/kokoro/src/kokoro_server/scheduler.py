@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio.stitch import prepare_chunk
-from .engines.base import Engine
+from .engines.base import Engine, Synthesis
 from .errors import ApiError
 from .metrics import Metrics
+from .text.align import phoneme_words
 from .text.chunking import Chunk, chunk_text
 from .text.g2p import Phonemizer
 
@@ -39,6 +40,12 @@ class SpokenChunk:
     chunk: Chunk
     audio: np.ndarray  # stitched (faded, with leading gap unless first)
     raw_seconds: float
+    durations: np.ndarray | None = None  # frames per model token, pads included
+    lead_seconds: float = 0.0  # the gap put before the model's audio
+
+    @property
+    def seconds(self) -> float:
+        return self.raw_seconds + self.lead_seconds
 
 
 class Scheduler:
@@ -98,18 +105,18 @@ class Scheduler:
 
         return release
 
-    def _job(self, phonemes: str, pack: np.ndarray, speed: float) -> tuple[np.ndarray, float]:
+    def _job(self, phonemes: str, pack: np.ndarray, speed: float) -> tuple[Synthesis, float]:
         with self._lock:
             self._queued -= 1
             self.metrics.queue_depth.set(max(0, self._queued))
             self._running += 1
         start = time.perf_counter()
         try:
-            audio = self.engine.synthesize(phonemes, pack, speed)
+            result = self.engine.synthesize_timed(phonemes, pack, speed)
         finally:
             with self._lock:
                 self._running -= 1
-        return audio, time.perf_counter() - start
+        return result, time.perf_counter() - start
 
     def _submit(self, chunk: Chunk, pack: np.ndarray, speed: float) -> Future:
         with self._lock:
@@ -117,10 +124,14 @@ class Scheduler:
             self.metrics.queue_depth.set(self._queued)
         return self._pool.submit(self._job, chunk.phonemes, pack, speed)
 
-    async def plan(self, text: str, lang: str) -> Plan:
+    async def plan(self, text: str, lang: str, phonemes: bool = False) -> Plan:
         """Phonemize up to the first chunk now (so errors come before any audio);
-        the rest is phonemized lazily while audio is produced."""
-        it = chunk_text(text, lambda t: self.phonemizer(t, lang))
+        the rest is phonemized lazily while audio is produced. With `phonemes` the text
+        is already phonemes (checked by the caller) and is only chunked."""
+        if phonemes:
+            it = chunk_text(text, lambda t: (t, phoneme_words(t)))
+        else:
+            it = chunk_text(text, lambda t: self.phonemizer.align(t, lang))
         loop = asyncio.get_running_loop()
         first = await loop.run_in_executor(self._g2p_pool, next, it, None)
         if first is None:
@@ -128,6 +139,12 @@ class Scheduler:
                            "the input has no text that can be spoken in this language",
                            "input")
         return Plan(first, it)
+
+    async def phonemize(self, text: str, lang: str) -> list[Chunk]:
+        """All chunks of a text, phonemized on the G2P thread that speech uses."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._g2p_pool, lambda: list(chunk_text(text, lambda t: self.phonemizer(t, lang))))
 
     async def _next_chunk(self, plan: Plan) -> Chunk | None:
         if plan.first is not None:
@@ -152,14 +169,17 @@ class Scheduler:
                 if not pending:
                     break
                 chunk, fut = pending[0]
-                audio, took = await asyncio.wrap_future(fut)
+                result, took = await asyncio.wrap_future(fut)
                 pending.pop(0)
-                seconds = len(audio) / self.engine.sample_rate
+                rate = self.engine.sample_rate
+                seconds = len(result.audio) / rate
                 self.metrics.chunks.inc()
                 self.metrics.audio_seconds.inc(seconds)
                 if seconds > 0:
                     self.metrics.rtf.observe(took / seconds)
-                yield SpokenChunk(chunk, prepare_chunk(audio, first=chunk.index == 0), seconds)
+                audio = prepare_chunk(result.audio, first=chunk.index == 0)
+                yield SpokenChunk(chunk, audio, seconds, result.durations,
+                                  (len(audio) - len(result.audio)) / rate)
         finally:
             # On cancellation: jobs not yet started are dropped (and leave the queue
             # count); one already running finishes on its worker and is discarded.

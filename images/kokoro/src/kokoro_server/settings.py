@@ -46,6 +46,7 @@ class Settings:
     onnx_threads: int = 0  # 0 = onnxruntime's default (all cores)
     warmup: bool = True
     english_g2p: str = "auto"  # auto | full (needs en_core_web_sm) | lite
+    normalize: bool = True  # English text normalisation (numbers, money, ...) by default
     log_level: str = "info"
 
     @classmethod

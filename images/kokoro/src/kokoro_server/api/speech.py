@@ -1,4 +1,8 @@
-"""POST /v1/audio/speech: OpenAI-compatible text-to-speech."""
+"""POST /v1/audio/speech: OpenAI-compatible text-to-speech (text or Kokoro phonemes).
+
+`prepare` and `spoken_pieces` are shared with the captioned endpoint (api/captions.py),
+so both validate, normalise, admit and stream the same way.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,6 +10,9 @@ import base64
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -13,76 +20,125 @@ from fastapi.responses import Response, StreamingResponse
 
 from ..audio.encode import MEDIA_TYPES, Encoder
 from ..errors import ApiError
+from ..scheduler import Plan, SpokenChunk
 from ..schemas import MODELS, SpeechRequest
 from ..text.clean import clean_input, has_speakable
 from ..text.g2p import normalize_lang
+from ..text.normalize import Span, normalize
+from ..text.phonemes import check_phonemes
 from .deps import State, require_api_key
 
 log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
-def _validate(body: SpeechRequest, st) -> tuple[str, np.ndarray, str]:
-    if body.model not in MODELS:
-        raise ApiError(400, "model_not_found",
-                       f"unknown model {body.model[:50]!r}; use one of {', '.join(MODELS)}",
-                       "model")
+def require_ready(st) -> None:
+    if not st.ready:
+        raise ApiError(503, "not_ready", "the model is still loading",
+                       headers={"Retry-After": "5"})
+
+
+def check_text(raw: str, st) -> str:
+    """Length cap, cleaning, emptiness: the checks every text input gets."""
     limit = st.settings.max_input_chars
-    if len(body.input) > limit:
+    if len(raw) > limit:
         raise ApiError(413, "input_too_long",
-                       f"input is {len(body.input)} characters; the limit is {limit}", "input")
-    text = clean_input(body.input)
+                       f"input is {len(raw)} characters; the limit is {limit}", "input")
+    text = clean_input(raw)
     if not text.strip():
         raise ApiError(400, "empty_input", "input is empty or only whitespace", "input")
     if not has_speakable(text):
         raise ApiError(400, "no_speakable_text", "input has no letters or digits to speak",
                        "input")
+    return text
+
+
+def normalized(text: str, lang: str, requested: bool | None,
+               default: bool) -> tuple[str, tuple[Span, ...]]:
+    """English (a, b) text normalisation, as the request asks or else by default."""
+    enabled = default if requested is None else requested
+    if not enabled or lang not in ("a", "b"):
+        return text, ()
+    result = normalize(text, british=lang == "b")
+    return result.text, result.spans
+
+
+@dataclass
+class Prepared:
+    text: str  # what is spoken: normalised text, or checked phonemes
+    pack: np.ndarray
+    lang: str
+    phonemes: bool
+    spans: tuple[Span, ...] = ()  # normalisation replacements in `text`
+
+
+async def prepare(body: SpeechRequest, st) -> Prepared:
+    """Every check that can fail, before any audio (all errors above come from here)."""
+    require_ready(st)
+    if body.model not in MODELS:
+        raise ApiError(400, "model_not_found",
+                       f"unknown model {body.model[:50]!r}; use one of {', '.join(MODELS)}",
+                       "model")
+    text = check_text(body.input, st)
     lang = normalize_lang(body.lang_code)
     pack, voice_lang = st.voices.resolve(body.voice or st.settings.default_voice)
-    return text, pack, lang or voice_lang
+    lang = lang or voice_lang
+    if body.input_type == "phonemes":
+        return Prepared(check_phonemes(text, st.engine.vocab), pack, lang, True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, st.phonemizer.ensure, lang)  # 400 if unavailable
+    text, spans = normalized(text, lang, body.normalize, st.settings.normalize)
+    return Prepared(text, pack, lang, False, spans)
+
+
+async def admit_and_plan(req: Prepared, st) -> tuple[Callable[[], None], Plan]:
+    """Take an admission place (or 503) and phonemize the first chunk (or 400)."""
+    release = st.scheduler.admit()
+    try:
+        return release, await st.scheduler.plan(req.text, req.lang, phonemes=req.phonemes)
+    except BaseException:
+        release()
+        raise
+
+
+async def spoken_pieces(st, plan: Plan, req: Prepared, body: SpeechRequest,
+                        request: Request, release: Callable[[], None],
+                        ) -> AsyncIterator[tuple[bytes, SpokenChunk | None]]:
+    """(encoded bytes, the chunk they came from) in order, then (encoder tail, None);
+    records the request's metrics and releases its admission place however it ends."""
+    started = time.perf_counter()
+    metrics = st.metrics
+    encoder = Encoder(body.response_format, stream=body.stream)
+    first = True
+    try:
+        async for spoken in st.scheduler.speak(plan, req.pack, body.speed):
+            if first:
+                metrics.first_audio.observe(time.perf_counter() - started)
+                first = False
+            yield encoder.feed(spoken.audio), spoken
+            if not body.stream and await request.is_disconnected():
+                raise asyncio.CancelledError("client disconnected")
+        yield encoder.finish(), None
+        metrics.latency.observe(time.perf_counter() - started)
+    except (asyncio.CancelledError, GeneratorExit):
+        metrics.cancelled.inc()
+        raise
+    finally:
+        release()
 
 
 @router.post("/v1/audio/speech")
 async def create_speech(body: SpeechRequest, request: Request, st: State):
-    if not st.ready:
-        raise ApiError(503, "not_ready", "the model is still loading",
-                       headers={"Retry-After": "5"})
-    text, pack, lang = _validate(body, st)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, st.phonemizer.ensure, lang)  # 400 if unavailable
-    release = st.scheduler.admit()
-    try:
-        plan = await st.scheduler.plan(text, lang)
-    except BaseException:
-        release()
-        raise
-    started = time.perf_counter()
-    metrics = st.metrics
+    req = await prepare(body, st)
+    release, plan = await admit_and_plan(req, st)
     fmt = body.response_format
 
     async def audio_chunks():
-        """Encoded audio pieces; releases the admission place however it ends."""
-        encoder = Encoder(fmt, stream=body.stream)
-        first = True
-        try:
-            async for spoken in st.scheduler.speak(plan, pack, body.speed):
-                if first:
-                    metrics.first_audio.observe(time.perf_counter() - started)
-                    first = False
-                data = encoder.feed(spoken.audio)
+        # aclosing: a client that goes away closes the pipeline now, not at GC
+        async with aclosing(spoken_pieces(st, plan, req, body, request, release)) as pieces:
+            async for data, _ in pieces:
                 if data:
                     yield data
-                if not body.stream and await request.is_disconnected():
-                    raise asyncio.CancelledError("client disconnected")
-            tail = encoder.finish()
-            if tail:
-                yield tail
-            metrics.latency.observe(time.perf_counter() - started)
-        except (asyncio.CancelledError, GeneratorExit):
-            metrics.cancelled.inc()
-            raise
-        finally:
-            release()
 
     if not body.stream:
         try:

@@ -1,8 +1,10 @@
-"""The engine interface: phonemes + voice pack + speed in, 24 kHz float32 audio out."""
+"""The engine interface: phonemes + voice pack + speed in, 24 kHz float32 audio out,
+with the model's predicted duration of every input token where the backend has it."""
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +12,23 @@ import numpy as np
 from ..settings import SAMPLE_RATE
 
 MAX_TOKENS = 510
+FRAME_SAMPLES = 600  # audio samples per duration frame (Kokoro: 40 frames a second)
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    audio: np.ndarray  # float32 mono at SAMPLE_RATE
+    # Frames per model input token, both pad tokens included (len = tokens + 2), as the
+    # duration predictor set them; len(audio) == durations.sum() * FRAME_SAMPLES.
+    # None when the backend cannot report them.
+    durations: np.ndarray | None = None
 
 
 class Engine(ABC):
     name: str = "base"
     device: str = "cpu"
     sample_rate: int = SAMPLE_RATE
+    has_durations: bool = False  # infer() reports durations
 
     def __init__(self, config_path: Path):
         config = json.loads(Path(config_path).read_text())
@@ -32,14 +45,21 @@ class Engine(ABC):
         return pack[max(0, min(n_tokens, len(pack)) - 1)].reshape(1, -1).astype(np.float32)
 
     @abstractmethod
-    def synthesize_ids(self, ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
-        """Run the model on token ids (without the pad tokens) -> float32 mono audio."""
+    def infer(self, ids: list[int], style: np.ndarray, speed: float) -> Synthesis:
+        """Run the model on token ids (without the pad tokens)."""
 
-    def synthesize(self, phonemes: str, pack: np.ndarray, speed: float = 1.0) -> np.ndarray:
+    def synthesize_ids(self, ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
+        return self.infer(ids, style, speed).audio
+
+    def synthesize_timed(self, phonemes: str, pack: np.ndarray,
+                         speed: float = 1.0) -> Synthesis:
         ids = self.token_ids(phonemes)
         if not ids:
-            return np.zeros(0, np.float32)
-        return self.synthesize_ids(ids, self.style_for(pack, len(ids)), speed)
+            return Synthesis(np.zeros(0, np.float32), np.zeros(0, np.int64))
+        return self.infer(ids, self.style_for(pack, len(ids)), speed)
+
+    def synthesize(self, phonemes: str, pack: np.ndarray, speed: float = 1.0) -> np.ndarray:
+        return self.synthesize_timed(phonemes, pack, speed).audio
 
     def describe(self) -> dict:
         return {"engine": self.name, "device": self.device}

@@ -1,4 +1,8 @@
-"""onnxruntime backend for Kokoro ONNX exports (inputs tokens, style, speed)."""
+"""onnxruntime backend for Kokoro ONNX exports (inputs tokens, style, speed).
+
+The export's only output is the audio; its predicted durations are exposed as a second
+output at load time (see onnx_graph), so captions come from the same run as the audio.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,13 +13,15 @@ import numpy as np
 
 from ..errors import StartupError
 from ..settings import Settings
-from .base import Engine
+from .base import Engine, Synthesis
+from .onnx_graph import with_durations_output
 
 log = logging.getLogger(__name__)
 
 
 class OnnxEngine(Engine):
     name = "onnx"
+    _durations_output: str | None = None
 
     def __init__(self, model_path: Path, config_path: Path, settings: Settings):
         super().__init__(config_path)
@@ -32,8 +38,16 @@ class OnnxEngine(Engine):
         threads = settings.onnx_threads or (os.cpu_count() or 1)
         opts.intra_op_num_threads = max(1, threads // max(1, settings.workers))
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_path), sess_options=opts,
-                                            providers=providers)
+        patched = with_durations_output(Path(model_path).read_bytes())
+        if patched is None:
+            log.warning("%s: no duration tensor found in this ONNX graph; captioned speech "
+                        "(word timestamps) is unavailable with it", model_path)
+            model: bytes | str = str(model_path)
+        else:
+            model, self._durations_output = patched
+            self.has_durations = True
+        self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        del model, patched
         self.device = "cuda" if use_cuda else "cpu"
         names = {i.name for i in self.session.get_inputs()}
         if not {"tokens", "style", "speed"} <= names:
@@ -41,8 +55,11 @@ class OnnxEngine(Engine):
         self._speed_type = next(i.type for i in self.session.get_inputs() if i.name == "speed")
         log.info("onnx engine on %s (%s)", self.device, ", ".join(providers))
 
-    def synthesize_ids(self, ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
+    def infer(self, ids: list[int], style: np.ndarray, speed: float) -> Synthesis:
         tokens = np.array([[0, *ids, 0]], dtype=np.int64)
         speed_arr = np.array([speed], dtype=np.int32 if "int" in self._speed_type else np.float32)
-        (audio,) = self.session.run(None, {"tokens": tokens, "style": style, "speed": speed_arr})
-        return np.asarray(audio, dtype=np.float32).reshape(-1)
+        names = ["audio"] + ([self._durations_output] if self._durations_output else [])
+        out = self.session.run(names, {"tokens": tokens, "style": style, "speed": speed_arr})
+        audio = np.asarray(out[0], dtype=np.float32).reshape(-1)
+        durations = np.asarray(out[1]).reshape(-1).astype(np.int64) if len(out) > 1 else None
+        return Synthesis(audio, durations)

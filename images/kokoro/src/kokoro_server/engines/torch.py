@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import StartupError
 from ..settings import Settings
-from .base import Engine
+from .base import Engine, Synthesis
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def _quiet_loguru() -> None:
 
 class TorchEngine(Engine):
     name = "torch"
+    has_durations = True  # forward_with_tokens returns pred_dur with the audio
 
     def __init__(self, model_path: Path, config_path: Path, settings: Settings):
         super().__init__(config_path)
@@ -91,7 +92,7 @@ class TorchEngine(Engine):
             self._local.stream = stream
         return stream
 
-    def synthesize_ids(self, ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
+    def infer(self, ids: list[int], style: np.ndarray, speed: float) -> Synthesis:
         torch = self._torch
         with torch.inference_mode():
             input_ids = torch.tensor([[0, *ids, 0]], dtype=torch.long, device=self.device)
@@ -99,12 +100,13 @@ class TorchEngine(Engine):
             if self.device == "cuda":
                 stream = self._stream()
                 with torch.cuda.stream(stream):
-                    audio, _ = self.model.forward_with_tokens(input_ids, ref_s, speed)
-                    out = audio.float().cpu()
+                    audio, pred_dur = self.model.forward_with_tokens(input_ids, ref_s, speed)
+                    out, dur = audio.float().cpu(), pred_dur.cpu()
             else:
-                audio, _ = self.model.forward_with_tokens(input_ids, ref_s, speed)
-                out = audio.float()
-        return out.numpy().reshape(-1).astype(np.float32, copy=False)
+                out, dur = self.model.forward_with_tokens(input_ids, ref_s, speed)
+                out = out.float()
+        return Synthesis(out.numpy().reshape(-1).astype(np.float32, copy=False),
+                         dur.numpy().reshape(-1).astype(np.int64))
 
     def vram_bytes(self) -> int | None:
         if self.device != "cuda":

@@ -4,6 +4,9 @@ Kokoro takes at most 510 phoneme tokens per forward pass. Sentences are phonemiz
 at a time; a sentence over the cap is split at commas, then at word boundaries;
 neighbouring sentences are merged up to a target size. The first chunk is kept to the
 first sentence so streaming starts as soon as that sentence is spoken.
+
+The G2P may also return where each word's phonemes are (align.Word); chunks carry them,
+moved to their place in the chunk's joined phoneme string.
 """
 from __future__ import annotations
 
@@ -11,10 +14,15 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .align import Word
+
 MAX_TOKENS = 510
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|\n+|(?<=[。！？])")
 _CLAUSE = re.compile(r"(?<=[,;:，、；：—])\s*")
+
+
+G2p = Callable[[str], "str | tuple[str, list[Word]]"]
 
 
 @dataclass(frozen=True)
@@ -22,23 +30,30 @@ class Chunk:
     index: int
     text: str
     phonemes: str
+    words: tuple[Word, ...] = ()
 
 
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
-def _split_long(text: str, g2p: Callable[[str], str], limit: int) -> Iterator[tuple[str, str]]:
-    ps = g2p(text)
+def _phonemize(g2p: G2p, text: str) -> tuple[str, tuple[Word, ...]]:
+    out = g2p(text)
+    return (out, ()) if isinstance(out, str) else (out[0], tuple(out[1]))
+
+
+def _split_long(text: str, g2p: G2p,
+                limit: int) -> Iterator[tuple[str, str, tuple[Word, ...]]]:
+    ps, ws = _phonemize(g2p, text)
     if len(ps) <= limit:
         if ps:
-            yield text, ps
+            yield text, ps, ws
         return
     parts = [p for p in _CLAUSE.split(text) if p.strip()]
     if len(parts) == 1:
         words = text.split()
         if len(words) == 1:  # one absurdly long "word": speak what fits
-            yield text, ps[:limit]
+            yield text, ps[:limit], tuple(w.shifted(0, limit) for w in ws)
             return
         mid = len(words) // 2
         parts = [" ".join(words[:mid]), " ".join(words[mid:])]
@@ -49,20 +64,32 @@ def _split_long(text: str, g2p: Callable[[str], str], limit: int) -> Iterator[tu
         yield from _split_long(part, g2p, limit)
 
 
-def chunk_text(text: str, g2p: Callable[[str], str], target: int = 300,
+def _chunk(index: int, texts: list[str], pss: list[str],
+           words: list[tuple[Word, ...]]) -> Chunk:
+    moved, offset = [], 0
+    for ps, ws in zip(pss, words, strict=True):
+        moved.extend(w.shifted(offset) for w in ws)
+        offset += len(ps) + 1
+    return Chunk(index, " ".join(texts), " ".join(pss), tuple(moved))
+
+
+def chunk_text(text: str, g2p: G2p, target: int = 300,
                limit: int = MAX_TOKENS) -> Iterator[Chunk]:
-    """Yield chunks lazily (phonemizing as it goes) so the first one is ready early."""
+    """Yield chunks lazily (phonemizing as it goes) so the first one is ready early.
+    `g2p` returns the phonemes, or the phonemes and their words."""
     index = 0
     buf_text: list[str] = []
     buf_ps: list[str] = []
+    buf_words: list[tuple[Word, ...]] = []
     for sentence in split_sentences(text):
-        for piece, ps in _split_long(sentence, g2p, limit):
+        for piece, ps, words in _split_long(sentence, g2p, limit):
             joined = len(" ".join([*buf_ps, ps]))
             if buf_ps and (index == 0 or joined > target):
-                yield Chunk(index, " ".join(buf_text), " ".join(buf_ps))
+                yield _chunk(index, buf_text, buf_ps, buf_words)
                 index += 1
-                buf_text, buf_ps = [], []
+                buf_text, buf_ps, buf_words = [], [], []
             buf_text.append(piece)
             buf_ps.append(ps)
+            buf_words.append(words)
     if buf_ps:
-        yield Chunk(index, " ".join(buf_text), " ".join(buf_ps))
+        yield _chunk(index, buf_text, buf_ps, buf_words)

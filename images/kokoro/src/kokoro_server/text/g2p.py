@@ -6,6 +6,9 @@ context); without it a blank spaCy tokenizer plus a small rule tagger keeps the
 lexicon, punctuation and plain number reading, and espeak-ng handles unknown words.
 Spanish, French, Hindi, Italian and Portuguese use espeak-ng (espeakng-loader bundles
 it). Japanese and Mandarin need misaki[ja] / misaki[zh].
+
+Each G2P also says where every word's phonemes are (align.Word), for captions: English
+from misaki's tokens, the other languages by pairing space-separated words.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import threading
 from collections.abc import Callable
 
 from ..errors import ApiError
+from .align import Word, words_by_spaces, words_from_tokens
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,10 @@ def _register_rule_tagger() -> None:
         spacy.Language.component("kokoro_rule_tagger", func=_rule_tagger)
 
 
-def _make_english(british: bool, mode: str) -> Callable[[str], str]:
+G2pFn = Callable[[str], tuple[str, list[Word]]]
+
+
+def _make_english(british: bool, mode: str) -> G2pFn:
     import spacy
     from misaki import en
     from misaki.espeak import EspeakFallback
@@ -90,20 +97,28 @@ def _make_english(british: bool, mode: str) -> Callable[[str], str]:
         nlp.add_pipe("kokoro_rule_tagger")
         g2p.nlp = nlp
 
-    def run(text: str) -> str:
-        return g2p(text)[0]
+    def run(text: str) -> tuple[str, list[Word]]:
+        ps, tokens = g2p(text)
+        return ps, words_from_tokens(tokens or [], ps, g2p.unk)
 
     return run
 
 
-def _make_espeak(lang: str) -> Callable[[str], str]:
+def _by_spaces(g2p) -> G2pFn:
+    def run(text: str) -> tuple[str, list[Word]]:
+        ps = g2p(text)[0] or ""
+        return ps, words_by_spaces(text, ps)
+
+    return run
+
+
+def _make_espeak(lang: str) -> G2pFn:
     from misaki.espeak import EspeakG2P
 
-    g2p = EspeakG2P(language=ESPEAK_LANG[lang])
-    return lambda text: g2p(text)[0]
+    return _by_spaces(EspeakG2P(language=ESPEAK_LANG[lang]))
 
 
-def _make_cjk(lang: str) -> Callable[[str], str]:
+def _make_cjk(lang: str) -> G2pFn:
     try:
         if lang == "j":
             from misaki import ja
@@ -117,7 +132,7 @@ def _make_cjk(lang: str) -> Callable[[str], str]:
         raise ApiError(400, "language_unavailable",
                        f"{LANGUAGES[lang]} needs misaki[{'ja' if lang == 'j' else 'zh'}], "
                        "which this image does not include", "lang_code") from exc
-    return lambda text: g2p(text)[0]
+    return _by_spaces(g2p)
 
 
 class Phonemizer:
@@ -126,11 +141,11 @@ class Phonemizer:
 
     def __init__(self, english: str = "auto"):
         self.english = english_mode(english)
-        self._g2p: dict[str, Callable[[str], str]] = {}
+        self._g2p: dict[str, G2pFn] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._build_lock = threading.Lock()
 
-    def _get(self, lang: str) -> tuple[Callable[[str], str], threading.Lock]:
+    def _get(self, lang: str) -> tuple[G2pFn, threading.Lock]:
         with self._build_lock:
             if lang not in self._g2p:
                 if lang in ("a", "b"):
@@ -146,7 +161,14 @@ class Phonemizer:
         """Build the language's G2P now; ApiError(400) if it is not installed."""
         self._get(lang)
 
-    def __call__(self, text: str, lang: str) -> str:
+    def align(self, text: str, lang: str) -> tuple[str, list[Word]]:
+        """Phonemes (stripped) and where each word's phonemes are in them."""
         fn, lock = self._get(lang)
         with lock:
-            return (fn(text) or "").strip()
+            ps, words = fn(text)
+        ps = ps or ""
+        lead, stripped = len(ps) - len(ps.lstrip()), ps.strip()
+        return stripped, [w.shifted(-lead, len(stripped)) for w in words]
+
+    def __call__(self, text: str, lang: str) -> str:
+        return self.align(text, lang)[0]
