@@ -1,0 +1,965 @@
+#!/usr/bin/env python3
+"""Build and verify the offline bundle: ONE archive that deploys air-gapped hosts.
+
+    python tools/bundle.py build --models-from .cache/mirror \\
+        --images kokoro-deploy/kokoro:cpu kokoro-deploy/llm:cpu --out dist/
+    python tools/bundle.py verify dist/kokoro-deploy-bundle-20261127.tar
+
+The archive holds one folder, kokoro-deploy-bundle-<label>/, with
+
+    models/       the model cache's layout (kokoro/config.json, kokoro/voices/*.pt, ...):
+                  point model_cache_bundle_dir here (model_cache_source: bundle)
+    images/       one `docker save` archive per image, named after the image with / and :
+                  as _ (kokoro-deploy_kokoro_cpu.tar): point stack_image_archive_dir here
+                  (stack_images_source: load)
+    wheels/       optional `pip download` output, a flat wheelhouse
+                  (torch_runtime_wheelhouse_src)
+    bundle.json   what is inside: manifest pins, images with ids, sizes, creation time
+    SHA256SUMS    every other file, `sha256sum -c SHA256SUMS` compatible
+
+Models are selected as roles/model_cache selects them (its own filter code is used) and
+every file is checked against manifest.yml's sha256 before it enters the bundle. The
+output is written under a temporary name and renamed at the end; a failure removes
+everything it made. Python 3.11 standard library plus PyYAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import yaml
+
+TOOL_VERSION = "1.0.0"
+BUNDLE_FORMAT = 1
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MANIFEST = ROOT / "manifest.yml"
+PLAN_PLUGIN = ROOT / "roles" / "model_cache" / "filter_plugins" / "model_cache.py"
+NAME_PREFIX = "kokoro-deploy-bundle-"
+CHUNK = 1 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# What bundle.json records of each model file and each image.
+MODEL_KEYS = ("name", "path", "group", "sha256", "size", "voice")
+IMAGE_KEYS = (
+    "name",
+    "archive",
+    "id",
+    "config",
+    "size",
+    "sha256",
+    "image_size",
+    "os",
+    "architecture",
+)
+# External compressors, first found wins: (argv for compressing stdin to stdout, suffix).
+COMPRESSORS = {
+    "zst": ([["zstd", "-q", "-T0", "-3", "-c"]], ".tar.zst"),
+    "gz": ([["pigz", "-n", "-6", "-c"], ["gzip", "-n", "-6", "-c"]], ".tar.gz"),
+}
+
+
+class BundleError(Exception):
+    """A problem the user can fix; the message says what went wrong and how to fix it."""
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def log(msg: str) -> None:
+    print(f"bundle: {msg}", file=sys.stderr, flush=True)
+
+
+def human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+            n += len(block)
+    return h.hexdigest(), n
+
+
+class HashingReader(io.RawIOBase):
+    """Reads through to a file object while hashing and counting every byte read."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.hash, self.count = raw, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.hash.update(data)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def archive_name(image: str) -> str:
+    """The archive file roles/stack looks for: the image name with / and : as _."""
+    return re.sub(r"[/:]", "_", image) + ".tar"
+
+
+def image_reference(image: str) -> str:
+    """What `docker save` is given: the name, with :latest when it names no tag (an untagged
+    repository would otherwise save every tag it has)."""
+    if "@" in image:
+        raise BundleError(
+            f"image {image} is named by digest; name it by tag (repo:tag) as the stack role "
+            "does, since `docker load` restores tags, not digests"
+        )
+    return image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+
+
+def load_plan_module():
+    spec = importlib.util.spec_from_file_location("model_cache_plan", PLAN_PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_docker_archive(fileobj: BinaryIO) -> dict:
+    """RepoTags and config digest of a `docker save` archive, read as a stream."""
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            for member in tar:
+                if member.name.lstrip("./") == "manifest.json" and member.isfile():
+                    manifest = json.loads(tar.extractfile(member).read())
+                    break
+            else:
+                raise BundleError("it has no manifest.json")
+    except (tarfile.TarError, json.JSONDecodeError) as err:
+        raise BundleError(f"it is not a docker save archive ({err})") from None
+    tags = sorted(t for entry in manifest for t in entry.get("RepoTags") or [])
+    configs = [entry.get("Config", "") for entry in manifest]
+    digests = []
+    for config in configs:
+        hexdigest = re.search(r"([0-9a-f]{64})(?:\.json)?$", config)
+        digests.append(f"sha256:{hexdigest.group(1)}" if hexdigest else config)
+    return {"repo_tags": tags, "config": digests[0] if len(digests) == 1 else digests}
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+class DirSource:
+    """A folder with the model cache's layout (the test bed's .cache/mirror is one)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.label = str(root)
+        if not root.is_dir():
+            raise BundleError(
+                f"--models-from {root} is not a folder: point it at a folder with the model "
+                "cache's layout (make testbed builds .cache/mirror) or use --models-url"
+            )
+
+    def check(self, artifact: dict) -> None:
+        if not (self.root / artifact["path"]).is_file():
+            raise BundleError(
+                f"model file {artifact['path']} ({artifact['name']}) is missing from "
+                f"{self.root}: put it there with the cache's layout, choose a folder that "
+                "has it, or leave it out of the selection (--engines/--voices/--groups)"
+            )
+
+    def fetch(self, artifact: dict, workdir: Path) -> Path:
+        return self.root / artifact["path"]
+
+
+class UrlSource:
+    """A mirror: a plain HTTP(S) tree with the model cache's layout."""
+
+    def __init__(self, base: str, timeout: float):
+        if not base.startswith(("http://", "https://")):
+            raise BundleError(f"--models-url {base!r} is not an http(s) URL")
+        self.base, self.timeout, self.label = base.rstrip("/") + "/", timeout, base
+
+    def check(self, artifact: dict) -> None:
+        pass  # a download is the only real check; fetch() names a missing file
+
+    def fetch(self, artifact: dict, workdir: Path) -> Path:
+        url = self.base + artifact["path"]
+        dest = workdir / "download" / artifact["path"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp, dest.open("wb") as f:
+                shutil.copyfileobj(resp, f, CHUNK)
+        except urllib.error.HTTPError as err:
+            raise BundleError(
+                f"download of {artifact['path']} failed: {url} answered HTTP {err.code}: "
+                "check that --models-url is a tree with the cache's layout that holds it"
+            ) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise BundleError(
+                f"download of {artifact['path']} from {url} failed ({err}): check "
+                "--models-url and the network, or copy from a folder with --models-from"
+            ) from None
+        return dest
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+class TarWriter:
+    """Streams a deterministic tar (sorted input, fixed owner, modes and mtime) into a file,
+    optionally through an external compressor, recording each file's sha256."""
+
+    def __init__(self, path: Path, top: str, mtime: int, compressor: list[str] | None):
+        self.top, self.mtime = top, mtime
+        self.sums: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}
+        self._dirs: set[str] = set()
+        self._file = path.open("wb")
+        self._proc = None
+        sink: BinaryIO = self._file
+        if compressor:
+            self._proc = subprocess.Popen(compressor, stdin=subprocess.PIPE, stdout=self._file)
+            sink = self._proc.stdin
+        # Closed by close() or abort(): the writer lives across the whole build.
+        self._tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+
+    def _info(self, name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.size, info.mtime = kind, mode, size, self.mtime
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    def _parents(self, rel: str) -> None:
+        parts = PurePosixPath(self.top, rel).parts[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in self._dirs:
+                self._dirs.add(d)
+                self._tar.addfile(self._info(d, tarfile.DIRTYPE, 0o755))
+
+    def add_file(self, rel: str, src: Path) -> str:
+        size = src.stat().st_size
+        self._parents(rel)
+        with src.open("rb") as f:
+            reader = HashingReader(f)
+            self._tar.addfile(self._info(f"{self.top}/{rel}", tarfile.REGTYPE, 0o644, size), reader)
+        if reader.count != size:
+            raise BundleError(f"{src} changed size while it was added; run the build again")
+        self.sums[rel], self.sizes[rel] = reader.hash.hexdigest(), size
+        return self.sums[rel]
+
+    def add_bytes(self, rel: str, data: bytes) -> None:
+        self._parents(rel)
+        info = self._info(f"{self.top}/{rel}", tarfile.REGTYPE, 0o644, len(data))
+        self._tar.addfile(info, io.BytesIO(data))
+        self.sums[rel], self.sizes[rel] = hashlib.sha256(data).hexdigest(), len(data)
+
+    def close(self) -> None:
+        self._tar.close()
+        if self._proc:
+            self._proc.stdin.close()
+            if self._proc.wait() != 0:
+                raise BundleError(f"{self._proc.args[0]} failed (exit {self._proc.returncode})")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._tar.close()
+        if self._proc:
+            with contextlib.suppress(Exception):
+                self._proc.stdin.close()
+            self._proc.kill()
+            self._proc.wait()
+        self._file.close()
+
+
+def find_compressor(kind: str) -> tuple[list[str] | None, str]:
+    if kind == "none":
+        return None, ".tar"
+    candidates, suffix = COMPRESSORS[kind]
+    for argv in candidates:
+        if shutil.which(argv[0]):
+            return argv, suffix
+    tools = " or ".join(a[0] for a in candidates)
+    raise BundleError(
+        f"--compress {kind} needs {tools} on PATH: install it (apt-get install "
+        f"{candidates[-1][0]}) or build an uncompressed bundle (--compress none)"
+    )
+
+
+def docker(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, **kw)
+
+
+def inspect_images(images: list[str]) -> list[dict]:
+    if images and not shutil.which("docker"):
+        raise BundleError(
+            f"docker is not on PATH but images were named ({', '.join(images)}): install "
+            "the Docker client and start the engine (make testbed), or leave out --images"
+        )
+    found = []
+    for image in images:
+        ref = image_reference(image)
+        r = docker("image", "inspect", "--format", "{{json .}}", ref)
+        if r.returncode != 0:
+            raise BundleError(
+                f"docker save failed for {image}: the engine has no such image "
+                f"({r.stderr.strip()}): build it with make images "
+                "or name an existing image (docker images)"
+            )
+        data = json.loads(r.stdout)
+        found.append(
+            {
+                "name": image,
+                "reference": ref,
+                "archive": f"images/{archive_name(image)}",
+                "id": data["Id"],
+                "image_size": data.get("Size"),
+                "os": data.get("Os"),
+                "architecture": data.get("Architecture"),
+            }
+        )
+    names = [i["archive"] for i in found]
+    dupes = sorted({a for a in names if names.count(a) > 1})
+    if dupes:
+        raise BundleError(f"two images map to the same archive name {dupes}; name each once")
+    return found
+
+
+def save_image(image: dict, workdir: Path) -> Path:
+    out = workdir / "image.tar"
+    r = docker("save", "-o", str(out), image["reference"])
+    if r.returncode != 0:
+        raise BundleError(
+            f"docker save failed for {image['name']} ({r.stderr.strip()}): build it with make "
+            "images (e.g. make image-cpu) or name an existing image (docker images)"
+        )
+    with out.open("rb") as f:
+        try:
+            info = read_docker_archive(f)
+        except BundleError as err:
+            raise BundleError(f"docker save of {image['name']} gave an archive {err}") from None
+    if image["reference"] not in info["repo_tags"]:
+        raise BundleError(
+            f"docker save of {image['reference']} wrote tags {info['repo_tags']}, not the name "
+            "itself; docker load would not restore the name the stack role looks for"
+        )
+    image["config"] = info["config"]
+    return out
+
+
+def pip_download(
+    requirements: list[Path], specs: list[str], pip_options: list[str], dest: Path
+) -> None:
+    for req in requirements:
+        if not req.is_file():
+            raise BundleError(f"--wheels-requirements {req} does not exist")
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+    ]
+    for req in requirements:
+        argv += ["--requirement", str(req)]
+    argv += [*pip_options, *specs]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        wanted = specs + [str(q) for q in requirements]
+        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-5:])
+        raise BundleError(
+            f"pip download failed for the wheels ({' '.join(wanted)}):\n{tail}\n"
+            "fix the requirement or the pip options (--pip-option), or leave out "
+            "--wheels/--wheels-requirements"
+        )
+
+
+def git_revision() -> str | None:
+    try:
+        r = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    return r.stdout.strip() or None
+
+
+def _display(path: Path) -> str:
+    """A path as recorded in bundle.json: relative to the repository when inside it."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return path.name
+
+
+def manifest_summary(manifest: dict, manifest_path: Path) -> dict:
+    revisions = sorted(
+        {
+            f"{a['source']['repo']}@{a['source']['revision']}"
+            for a in manifest.get("artifacts", [])
+            if a.get("source", {}).get("type") == "huggingface"
+        }
+    )
+    return {
+        "path": _display(manifest_path),
+        "sha256": sha256_file(manifest_path)[0],
+        "schema_version": manifest.get("schema_version"),
+        "versions": manifest.get("versions", {}),
+        "revisions": revisions,
+    }
+
+
+def build(args: argparse.Namespace) -> Path:
+    manifest_path = Path(args.manifest)
+    try:
+        manifest = yaml.safe_load(manifest_path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise BundleError(f"cannot read the manifest {manifest_path}: {err}") from None
+    plan = load_plan_module()
+    selection = {
+        "engines": args.engines,
+        "voices": args.voices,
+        "groups": args.groups,
+        "artifacts": args.artifacts,
+    }
+    artifacts = []
+    if not args.no_models:
+        try:
+            artifacts = plan.select_artifacts(
+                manifest, args.engines, args.voices, args.groups, args.artifacts
+            )
+        except plan.PlanError as err:
+            raise BundleError(f"model selection: {err}") from None
+    for a in artifacts:
+        if not a.get("sha256"):
+            raise BundleError(f"manifest.yml pins no sha256 for {a['name']}; pin one first")
+    source = None
+    if artifacts:
+        if bool(args.models_from) == bool(args.models_url):
+            raise BundleError(
+                f"{len(artifacts)} model files are selected: give exactly one of "
+                "--models-from DIR or --models-url URL (or --no-models)"
+            )
+        source = (
+            DirSource(Path(args.models_from))
+            if args.models_from
+            else UrlSource(args.models_url, args.timeout)
+        )
+        for a in artifacts:
+            source.check(a)
+    wheels = bool(args.wheels or args.wheels_requirements)
+    if not (artifacts or args.images or wheels):
+        raise BundleError("nothing to bundle: select models, name --images or ask for --wheels")
+    compressor, suffix = find_compressor(args.compress)
+    images = inspect_images(args.images)
+
+    created_epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or dt.datetime.now(dt.UTC).timestamp())
+    created = dt.datetime.fromtimestamp(created_epoch, dt.UTC)
+    label = args.label or created.strftime("%Y%m%d")
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", label):
+        raise BundleError(f"--label {label!r} may hold only letters, digits and . _ + -")
+    top = NAME_PREFIX + label
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{top}{suffix}"
+
+    workdir = Path(tempfile.mkdtemp(prefix=f".{top}.", suffix=".tmp", dir=out_dir))
+    writer = None
+    try:
+        # Every model file is checked before anything is written, so a bad pin fails fast.
+        staged: list[tuple[dict, Path]] = []
+        for a in artifacts:
+            path = source.fetch(a, workdir)
+            digest, size = sha256_file(path)
+            if digest != a["sha256"]:
+                raise BundleError(
+                    f"digest mismatch for {a['path']} from {source.label}: manifest.yml pins "
+                    f"sha256 {a['sha256']}, the file has {digest}: replace the file with the "
+                    "pinned one (make testbed rebuilds .cache/mirror) or fix the pin"
+                )
+            if a.get("size") is not None and size != a["size"]:
+                raise BundleError(
+                    f"size mismatch for {a['path']}: manifest.yml pins {a['size']} bytes, "
+                    f"the file has {size}"
+                )
+            staged.append((a, path))
+        if staged:
+            log(f"models: {len(staged)} files verified against {manifest_path.name}")
+
+        partial = workdir / final.name
+        writer = TarWriter(partial, top, created_epoch, compressor)
+        for a, path in sorted(staged, key=lambda s: s[0]["path"]):
+            if writer.add_file(f"models/{a['path']}", path) != a["sha256"]:
+                raise BundleError(f"{path} changed while it was added; run the build again")
+
+        for image in images:
+            saved = save_image(image, workdir)
+            image["size"] = saved.stat().st_size
+            writer.add_file(image["archive"], saved)
+            image["sha256"] = writer.sums[image["archive"]]
+            saved.unlink()
+            log(f"image {image['name']}: {image['archive']} ({human(image['size'])})")
+
+        wheel_files = []
+        if wheels:
+            wheel_dir = workdir / "wheels"
+            wheel_dir.mkdir()
+            pip_download(
+                [Path(r) for r in args.wheels_requirements],
+                args.wheels,
+                args.pip_option,
+                wheel_dir,
+            )
+            for f in sorted(wheel_dir.iterdir()):
+                writer.add_file(f"wheels/{f.name}", f)
+                wheel_files.append(
+                    {"file": f"wheels/{f.name}", "size": writer.sizes[f"wheels/{f.name}"]}
+                )
+            log(f"wheels: {len(wheel_files)} files")
+
+        info = {
+            "bundle_format": BUNDLE_FORMAT,
+            "name": top,
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tool": {"name": "tools/bundle.py", "version": TOOL_VERSION, "kit": git_revision()},
+            "manifest": manifest_summary(manifest, manifest_path),
+            "models": {
+                "dir": "models",
+                "source": source.label if source else None,
+                "selection": selection if artifacts else None,
+                "artifacts": [{k: a[k] for k in MODEL_KEYS if k in a} for a in artifacts],
+            },
+            "images": [{k: i[k] for k in IMAGE_KEYS} for i in images],
+            "wheels": (
+                {
+                    "dir": "wheels",
+                    "requirements": args.wheels,
+                    "requirement_files": args.wheels_requirements,
+                    "pip_options": args.pip_option,
+                    "files": wheel_files,
+                }
+                if wheels
+                else None
+            ),
+            "deploy": {
+                "model_cache_source": "bundle",
+                "model_cache_bundle_dir": f"<unpacked>/{top}/models",
+                "stack_images_source": "load",
+                "stack_image_archive_dir": f"<unpacked>/{top}/images",
+            },
+        }
+        writer.add_bytes("bundle.json", (json.dumps(info, indent=2) + "\n").encode())
+        sums = "".join(f"{writer.sums[rel]}  {rel}\n" for rel in sorted(writer.sums))
+        writer.add_bytes("SHA256SUMS", sums.encode())
+        writer.close()
+        writer = None
+        if final.exists():
+            log(f"replacing {final}")
+        os.replace(partial, final)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log(f"wrote {final} ({human(final.stat().st_size)})")
+    log(
+        f"on the air-gapped side: tar -xf {final.name} && python tools/bundle.py verify {top}; "
+        f"then model_cache_source=bundle model_cache_bundle_dir=$PWD/{top}/models "
+        f"stack_images_source=load stack_image_archive_dir=$PWD/{top}/images"
+    )
+    return final
+
+
+# ---------------------------------------------------------------------------- verifying
+
+
+def _safe_rel(name: str) -> str | None:
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts:
+        return None
+    return str(p)
+
+
+def _iter_archive(path: Path) -> Iterator[tuple[str, tarfile.TarInfo, tarfile.TarFile]]:
+    with path.open("rb") as raw:
+        zstd = raw.read(4) == ZSTD_MAGIC
+    if zstd and not shutil.which("zstd"):
+        raise BundleError(f"{path} is zstd-compressed: install zstd to verify it")
+    try:
+        with contextlib.ExitStack() as stack:
+            if zstd:
+                argv = ["zstd", "-q", "-d", "-c", str(path)]
+                proc = stack.enter_context(subprocess.Popen(argv, stdout=subprocess.PIPE))
+                tar = stack.enter_context(tarfile.open(fileobj=proc.stdout, mode="r|"))
+            else:
+                tar = stack.enter_context(tarfile.open(path, mode="r|*"))
+            for member in tar:
+                yield member.name, member, tar
+    except tarfile.TarError as err:
+        raise BundleError(f"{path} is not a readable tar archive ({err})") from None
+
+
+class Collected:
+    def __init__(self):
+        self.digests: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}
+        self.images: dict[str, dict | str] = {}  # archive -> read_docker_archive() or error
+        self.texts: dict[str, bytes] = {}
+        self.problems: list[str] = []
+        self.top: str | None = None
+
+    def take(self, rel: str, f: BinaryIO) -> None:
+        reader = HashingReader(f)
+        if rel.startswith("images/") and rel.endswith(".tar"):
+            try:
+                self.images[rel] = read_docker_archive(reader)
+            except BundleError as err:
+                self.images[rel] = str(err)
+        elif rel in ("SHA256SUMS", "bundle.json"):
+            self.texts[rel] = reader.read()
+        reader.drain()
+        self.digests[rel], self.sizes[rel] = reader.hash.hexdigest(), reader.count
+
+
+def collect_archive(path: Path) -> Collected:
+    c = Collected()
+    for name, member, tar in _iter_archive(path):
+        rel = _safe_rel(name)
+        if rel is None:
+            c.problems.append(f"{name}: unsafe path in the archive (absolute or with ..)")
+            continue
+        top, _, inner = rel.partition("/")
+        if c.top is None:
+            c.top = top
+        if top != c.top:
+            c.problems.append(f"{name}: outside the bundle folder {c.top}/")
+            continue
+        if member.isdir():
+            continue
+        if not member.isfile():
+            c.problems.append(f"{name}: not a regular file (links and devices are refused)")
+            continue
+        c.take(inner, tar.extractfile(member))
+    return c
+
+
+def collect_folder(path: Path) -> Collected:
+    c = Collected()
+    c.top = path.name
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path).as_posix()
+        if f.is_symlink() or not (f.is_file() or f.is_dir()):
+            c.problems.append(f"{rel}: not a regular file (links and devices are refused)")
+        elif f.is_file():
+            with f.open("rb") as fh:
+                c.take(rel, fh)
+    return c
+
+
+def check(c: Collected, manifest_path: Path | None) -> tuple[list[str], dict | None]:
+    problems = list(c.problems)
+    if "SHA256SUMS" not in c.texts:
+        return [*problems, "SHA256SUMS is missing: this is not a complete bundle"], None
+    listed: dict[str, str] = {}
+    for n, line in enumerate(c.texts["SHA256SUMS"].decode(errors="replace").splitlines(), 1):
+        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
+        if not m:
+            problems.append(f"SHA256SUMS line {n} is malformed: {line!r}")
+            continue
+        listed[m.group(2)] = m.group(1)
+    for rel, digest in sorted(listed.items()):
+        if rel not in c.digests:
+            problems.append(f"{rel}: listed in SHA256SUMS but missing from the bundle")
+        elif c.digests[rel] != digest:
+            problems.append(
+                f"{rel}: sha256 is {c.digests[rel]}, SHA256SUMS says {digest} (the file is "
+                "corrupt or was changed: copy the bundle again)"
+            )
+    for rel in sorted(set(c.digests) - set(listed) - {"SHA256SUMS"}):
+        problems.append(f"{rel}: in the bundle but not in SHA256SUMS")
+
+    try:
+        info = json.loads(c.texts.get("bundle.json", b""))
+    except json.JSONDecodeError as err:
+        return [*problems, f"bundle.json is missing or not JSON ({err})"], None
+    if info.get("bundle_format") != BUNDLE_FORMAT:
+        problems.append(
+            f"bundle.json: bundle_format {info.get('bundle_format')!r} is not {BUNDLE_FORMAT}; "
+            "verify it with the tools/bundle.py that built it"
+        )
+    if c.top and info.get("name") != c.top:
+        problems.append(
+            f"bundle.json names the bundle {info.get('name')!r}, its folder is {c.top!r}"
+        )
+    accounted = {"bundle.json"}
+    models = info.get("models") or {}
+    for a in models.get("artifacts", []):
+        rel = f"models/{a['path']}"
+        accounted.add(rel)
+        if rel not in c.digests:
+            problems.append(f"{rel}: bundle.json lists model {a['name']} but the file is missing")
+        elif c.digests[rel] != a["sha256"]:
+            problems.append(
+                f"{rel}: sha256 is {c.digests[rel]}, the manifest pin in bundle.json is "
+                f"{a['sha256']}"
+            )
+        elif a.get("size") is not None and c.sizes[rel] != a["size"]:
+            problems.append(f"{rel}: {c.sizes[rel]} bytes, bundle.json says {a['size']}")
+    for i in info.get("images", []):
+        rel = i["archive"]
+        accounted.add(rel)
+        if rel != f"images/{archive_name(i['name'])}":
+            problems.append(f"{rel}: not the archive name the stack role expects for {i['name']}")
+        if rel not in c.digests:
+            problems.append(f"{rel}: bundle.json lists image {i['name']} but the file is missing")
+            continue
+        if c.sizes[rel] != i["size"] or c.digests[rel] != i["sha256"]:
+            problems.append(f"{rel}: size or sha256 differs from bundle.json")
+        saved = c.images.get(rel)
+        if isinstance(saved, str):
+            problems.append(f"{rel}: {saved}")
+        elif saved:
+            if image_reference(i["name"]) not in saved["repo_tags"]:
+                problems.append(
+                    f"{rel}: tagged {saved['repo_tags']}, not {i['name']}; docker load would "
+                    "not restore the name the stack role looks for"
+                )
+            if saved["config"] != i["config"]:
+                problems.append(
+                    f"{rel}: image config {saved['config']}, bundle.json says {i['config']}"
+                )
+    for w in (info.get("wheels") or {}).get("files", []):
+        accounted.add(w["file"])
+        if w["file"] not in c.digests:
+            problems.append(f"{w['file']}: bundle.json lists it but the file is missing")
+    for rel in sorted(set(c.digests) - accounted - {"SHA256SUMS"}):
+        problems.append(f"{rel}: in the bundle but not described in bundle.json")
+
+    if manifest_path is not None:
+        pins = {
+            a["name"]: a["sha256"] for a in yaml.safe_load(manifest_path.read_text())["artifacts"]
+        }
+        for a in models.get("artifacts", []):
+            if pins.get(a["name"]) != a["sha256"]:
+                problems.append(
+                    f"models/{a['path']}: {manifest_path} pins {a['name']} to "
+                    f"{pins.get(a['name'])}, the bundle carries {a['sha256']} (built from "
+                    "another manifest revision)"
+                )
+    return problems, info
+
+
+def verify(args: argparse.Namespace) -> int:
+    path = Path(args.bundle)
+    if path.is_dir():
+        c = collect_folder(path)
+    elif path.is_file():
+        c = collect_archive(path)
+    else:
+        raise BundleError(f"{path} does not exist: give the bundle archive or its unpacked folder")
+    problems, info = check(c, Path(args.manifest) if args.manifest else None)
+    if problems:
+        for p in problems:
+            print(f"FAIL {p}", file=sys.stderr)
+        print(f"bundle: {path} FAILED verification ({len(problems)} problems)", file=sys.stderr)
+        return 1
+    n_models = len((info.get("models") or {}).get("artifacts", []))
+    n_wheels = len((info.get("wheels") or {}).get("files", []))
+    print(
+        f"bundle: {path} OK: {len(c.digests)} files match SHA256SUMS and bundle.json "
+        f"({n_models} model files, {len(info['images'])} images, {n_wheels} wheels; "
+        f"created {info['created']})"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tools/bundle.py",
+        description=(
+            "Offline bundle for air-gapped deploys: one tar holding the model cache "
+            "(models/), docker save archives of the service images (images/), optional "
+            "wheels (wheels/), bundle.json and SHA256SUMS. Unpack it on the controller and "
+            "set model_cache_source=bundle, model_cache_bundle_dir=<dir>/models, "
+            "stack_images_source=load, stack_image_archive_dir=<dir>/images."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `tools/bundle.py build --help` or `tools/bundle.py verify --help`.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser(
+        "build",
+        help="build a bundle archive",
+        description=(
+            "Build one bundle archive. Models are selected like roles/model_cache selects "
+            "them (defaults: the onnx engine and all voices) and each is checked against "
+            "manifest.yml's sha256 before it is added. The archive is written under a "
+            "temporary name in --out and renamed when complete; on any failure nothing is "
+            "left behind. SOURCE_DATE_EPOCH, if set, fixes the creation time."
+        ),
+    )
+    m = b.add_argument_group("models (the model cache's layout, into models/)")
+    m.add_argument(
+        "--models-from",
+        metavar="DIR",
+        help="copy from a folder with the cache's layout, e.g. .cache/mirror",
+    )
+    m.add_argument(
+        "--models-url",
+        metavar="URL",
+        help="download from a mirror: an HTTP(S) tree with the cache's layout",
+    )
+    m.add_argument(
+        "--engines",
+        nargs="*",
+        default=["onnx"],
+        metavar="ENGINE",
+        help="Kokoro engines: onnx and/or torch (default: onnx; the flag alone: none)",
+    )
+    m.add_argument(
+        "--voices",
+        nargs="*",
+        default=["all"],
+        metavar="VOICE",
+        help="voice ids such as af_heart, or all (default: all; the flag alone: none)",
+    )
+    m.add_argument(
+        "--groups",
+        nargs="*",
+        default=[],
+        metavar="GROUP",
+        help="extra manifest groups, e.g. spacy, or kokoro for config.json alone",
+    )
+    m.add_argument(
+        "--artifacts",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="extra manifest artifacts by name",
+    )
+    m.add_argument("--no-models", action="store_true", help="bundle no model files")
+    m.add_argument(
+        "--manifest",
+        default=str(DEFAULT_MANIFEST),
+        help="the manifest with the pins (default: the repository's manifest.yml)",
+    )
+    m.add_argument("--timeout", type=float, default=60, help="download timeout in seconds")
+    i = b.add_argument_group("images (docker save, into images/)")
+    i.add_argument(
+        "--images",
+        nargs="*",
+        default=[],
+        metavar="IMAGE",
+        help="images in the local engine, by repo:tag as the stack role names them",
+    )
+    w = b.add_argument_group("wheels (pip download, into wheels/; off by default)")
+    w.add_argument(
+        "--wheels",
+        nargs="*",
+        default=[],
+        metavar="SPEC",
+        help="requirement specifiers, e.g. torch==2.9.1",
+    )
+    w.add_argument(
+        "--wheels-requirements",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a requirements file (repeatable)",
+    )
+    w.add_argument(
+        "--pip-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="passed to pip download, e.g. --pip-option=--only-binary=:all: "
+        "--pip-option=--platform=manylinux_2_28_x86_64 (repeatable)",
+    )
+    o = b.add_argument_group("output")
+    o.add_argument("--out", default="dist", metavar="DIR", help="output folder (default: dist)")
+    o.add_argument("--label", help="name suffix: kokoro-deploy-bundle-LABEL (default: UTC date)")
+    o.add_argument(
+        "--compress",
+        choices=["none", "zst", "gz"],
+        default="none",
+        help="compress with zstd or gzip/pigz (default: none; model files barely "
+        "compress, image layers do: zst made llm:cpu 165 -> 76 MiB, at a CPU cost)",
+    )
+    b.set_defaults(func=build)
+
+    v = sub.add_parser(
+        "verify",
+        help="check a bundle archive or unpacked folder",
+        description=(
+            "Check every file against SHA256SUMS, that bundle.json describes exactly the "
+            "files present (model pins, image archives with their tags and config digests, "
+            "wheels) and that nothing is missing or extra. Runs offline; exit 0 when sound, "
+            "1 with each problem named."
+        ),
+    )
+    v.add_argument("bundle", help="the .tar/.tar.gz/.tar.zst, or the unpacked bundle folder")
+    v.add_argument("--manifest", help="also check the model pins against this manifest.yml")
+    v.set_defaults(func=verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except BundleError as err:
+        print(f"bundle: error: {err}", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    # A terminated build unwinds like any failure: its partial output is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())
