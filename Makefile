@@ -11,7 +11,7 @@ export KOKORO_DEPLOY_MIRROR ?= http://127.0.0.1:18080/
 # The local stand-in for the public base image that container tests build on.
 export KOKORO_DEPLOY_BASE_IMAGE ?= kokoro-deploy/debian:12
 
-.PHONY: help venv testbed lint unit server molecule test demo demo-down bench image-cpu image-gpu
+.PHONY: help venv testbed lint unit server molecule test demo demo-down bench images bundle image-cpu image-gpu
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
@@ -39,6 +39,12 @@ test: venv  ## Everything CI runs: test bed, lint, unit tests, server tests, Mol
 
 bench: testbed  ## Server benchmark; results go to docs/benchmarks/.
 	python tests/bench/bench.py
+
+images: testbed  ## Build the CPU service images (Kokoro, llama-server) and save them to .cache/images.
+	bash tests/testbed/service_images.sh
+
+bundle: images  ## One archive for air-gapped hosts (models, service images, SHA256SUMS) in dist/.
+	python tools/bundle.py build --models-from .cache/mirror --images kokoro-deploy/kokoro:cpu kokoro-deploy/llm:cpu --out dist/ $(BUNDLE_ARGS)
 
 image-cpu: testbed  ## Build the Kokoro CPU image (ONNX engine, no torch).
 	docker build -f images/kokoro/Dockerfile -t kokoro-deploy/kokoro:cpu .

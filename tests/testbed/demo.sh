@@ -8,7 +8,12 @@ root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 cd "$root"
 
+timed "service images" bash tests/testbed/service_images.sh
+timed "tiny LLM model" python tests/testbed/tiny_gguf.py .cache/llm/tiny-test.gguf
 timed "sandbox host" bash tests/testbed/sandbox.sh up
+# The tiny test model is no manifest artifact: put it where model_cache keeps models.
+docker exec kokoro-sandbox mkdir -p /opt/kokoro-deploy/models/llm
+docker cp .cache/llm/tiny-test.gguf kokoro-sandbox:/opt/kokoro-deploy/models/llm/tiny-test.gguf
 # torch_runtime is left out of the demo: the sandbox has no GPU, PyPI has no CPU build
 # of torch for Linux, and the host venv (1.5 GB, ~6 min) is for host-side use only;
 # the Kokoro server runs in its own image. Its Molecule scenario covers it.
@@ -16,24 +21,38 @@ timed "site.yml" ansible-playbook -i inventory/sandbox/hosts.yml ansible/site.ym
   --skip-tags torch_runtime
 
 sentence="Kokoro speaks from your own machine."
+ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' kokoro-sandbox)
 cat <<EOT
 
 The sandbox host 'kokoro-sandbox' is converged. What site.yml did there:
-  preflight (gpu_facts): no NVIDIA GPU found, so the plan is CPU-only;
+  preflight: no NVIDIA GPU found, so the plan is CPU-only (see the VRAM/RAM plan table);
   nvidia_driver, nvidia_container_toolkit: skipped (no NVIDIA device);
   docker_engine: Docker from the distribution, compose v2, daemon.json managed;
   espeak-ng (Kokoro's G2P back end), checked for en-us, en-gb, es, fr, hi, it, pt-br;
   model_cache: the Kokoro config, int8 ONNX model and voices, pushed as a bundle
-  (air-gapped style), sha256-checked, read-only under /opt/kokoro-deploy/models.
+  (air-gapped style), sha256-checked, read-only under /opt/kokoro-deploy/models;
+  stack: the Kokoro and LLM images loaded from .cache/images, the compose project in
+  /opt/kokoro-deploy/stack up and healthy; verify: speech and a chat completion answered.
 
-Try it:
-  docker exec kokoro-sandbox espeak-ng -q --ipa -v en-us "$sentence"
-    -> $(docker exec kokoro-sandbox espeak-ng -q --ipa -v en-us "$sentence")
-  docker exec kokoro-sandbox docker compose version
-  docker exec kokoro-sandbox cat /opt/kokoro-deploy/models/cache-index.json
-  docker exec -it kokoro-sandbox bash           # a shell on the host
+The services listen on the sandbox's loopback; call them from inside it:
+  docker exec kokoro-sandbox curl -s http://127.0.0.1:8880/v1/audio/speech \\
+    -H 'Content-Type: application/json' \\
+    -d '{"model": "tts-1", "input": "$sentence", "voice": "af_heart", "response_format": "wav"}' \\
+    > hello.wav
+  docker exec kokoro-sandbox curl -s http://127.0.0.1:8880/v1/audio/voices | head -c 300
+  docker exec kokoro-sandbox curl -s http://127.0.0.1:8080/v1/chat/completions \\
+    -H 'Content-Type: application/json' \\
+    -d '{"model": "tiny-test", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}'
+
+With the official openai client, from a shell on the host (docker exec -it kokoro-sandbox bash)
+or from anywhere that reaches its published port:
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:8880/v1", api_key="unused-on-loopback")
+  client.audio.speech.create(model="tts-1", voice="af_heart",
+                             input="$sentence").write_to_file("hello.mp3")
+
+  docker exec kokoro-sandbox cat /opt/kokoro-deploy/stack/vram-plan.txt
+  docker exec kokoro-sandbox docker compose --project-directory /opt/kokoro-deploy/stack ps
   make demo-down                                # remove the sandbox
-
-The Kokoro server, its compose stack and the curl/openai examples join this demo as
-the stack lands (see the issues in the README's roadmap).
+(sandbox address on the Docker bridge: ${ip:-unknown}; its services bind its loopback only)
 EOT

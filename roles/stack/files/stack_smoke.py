@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Check every service of a kokoro-deploy compose project the way a client would, from
+the host it runs on, and print one JSON object with the findings.
+
+    stack_smoke.py [--env /opt/kokoro-deploy/stack/.env] [--vram]
+
+Reads ports, profiles and the Kokoro key file from the project's .env. For Kokoro: /health
+is ready, one sentence comes back from /v1/audio/speech as 24 kHz WAV with real signal.
+For the LLM (profile llm): /health, then a chat completion that produces tokens. For
+ComfyUI (profile comfyui): /system_stats lists a device. --vram adds what the VRAM
+report needs: nvidia-smi's per-card and per-process memory and which compose service
+each GPU process belongs to. Standard library only: it runs on a bare host. Used by
+roles/stack (verify) and by tests/acceptance/stack, so both check the same things.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import io
+import json
+import math
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import wave
+from pathlib import Path
+
+SENTENCE = "The speech server on this host is ready."
+TIMEOUT = 180
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip()
+    return env
+
+
+def call(url: str, body: dict | None = None, key: str = "") -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def base_url(env: dict, prefix: str, default_port: str) -> str:
+    host = env.get(f"{prefix}_BIND_ADDRESS", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{env.get(f'{prefix}_PORT', default_port)}"
+
+
+def check(fn, *args) -> dict:
+    start = time.monotonic()
+    try:
+        result = fn(*args)
+    except Exception as exc:  # any failure is a finding to report, not a crash
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    result["seconds"] = round(time.monotonic() - start, 3)
+    return result
+
+
+def check_kokoro(url: str, key: str) -> dict:
+    status, body = call(url + "/health")
+    health = json.loads(body or b"{}")
+    if status != 200 or health.get("status") != "ok":
+        return {"ok": False, "error": f"/health answered {status}: {health}"}
+    status, body = call(
+        url + "/v1/audio/speech",
+        {
+            "model": "kokoro",
+            "input": SENTENCE,
+            "voice": "af_heart",
+            "response_format": "wav",
+            "stream": False,
+        },
+        key,
+    )
+    if status != 200:
+        return {"ok": False, "error": f"/v1/audio/speech answered {status}: {body[:300]!r}"}
+    with wave.open(io.BytesIO(body)) as w:
+        rate, width, frames = w.getframerate(), w.getsampwidth(), w.readframes(w.getnframes())
+    samples = array.array("h", frames) if width == 2 else array.array("h")
+    seconds = len(samples) / max(rate, 1)
+    rms = math.sqrt(sum(s * s for s in samples) / max(len(samples), 1)) / 32768
+    problems = []
+    if rate != 24000:
+        problems.append(f"audio at {rate} Hz, Kokoro speaks at 24000")
+    if seconds < 0.5 or rms < 0.01:
+        problems.append(f"silent or empty audio ({seconds:.2f} s, RMS {rms:.4f})")
+    return {
+        "ok": not problems,
+        "error": "; ".join(problems) or None,
+        "device": health.get("device"),
+        "engine": health.get("engine"),
+        "rate": rate,
+        "audio_seconds": round(seconds, 2),
+        "rms": round(rms, 4),
+    }
+
+
+def check_llm(url: str, alias: str) -> dict:
+    status, body = call(url + "/health")
+    if status != 200:
+        return {"ok": False, "error": f"/health answered {status}: {body[:300]!r}"}
+    status, body = call(
+        url + "/v1/chat/completions",
+        {
+            "model": alias,
+            "max_tokens": 8,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        },
+    )
+    if status != 200:
+        return {"ok": False, "error": f"/v1/chat/completions answered {status}: {body[:300]!r}"}
+    reply = json.loads(body)
+    message = reply.get("choices", [{}])[0].get("message", {})
+    tokens = reply.get("usage", {}).get("completion_tokens", 0)
+    ok = message.get("role") == "assistant" and tokens > 0
+    return {
+        "ok": ok,
+        "error": None if ok else f"no completion in {reply}",
+        "completion_tokens": tokens,
+        "model": reply.get("model"),
+    }
+
+
+def check_comfyui(url: str) -> dict:
+    status, body = call(url + "/system_stats")
+    if status != 200:
+        return {"ok": False, "error": f"/system_stats answered {status}: {body[:300]!r}"}
+    devices = json.loads(body).get("devices", [])
+    return {
+        "ok": bool(devices),
+        "error": None if devices else "no device listed",
+        "devices": [
+            {k: d.get(k) for k in ("name", "type", "vram_total", "vram_free")} for d in devices
+        ],
+    }
+
+
+def run(argv: list[str]) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def vram_inputs(project: str) -> dict:
+    """nvidia-smi's card and process lines, and the compose service of each GPU process
+    (found through the container id in the process's cgroup)."""
+    gpus = run(
+        [
+            "nvidia-smi",
+            "--query-gpu=index,uuid,name,memory.total,memory.used",
+            "--format=csv,noheader,nounits",
+        ]
+    )
+    apps = run(
+        [
+            "nvidia-smi",
+            "--query-compute-apps=gpu_uuid,pid,process_name,used_memory",
+            "--format=csv,noheader,nounits",
+        ]
+    )
+    containers = {}
+    for line in run(
+        [
+            "docker",
+            "ps",
+            "--no-trunc",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+            "--format",
+            '{{.ID}} {{.Label "com.docker.compose.service"}}',
+        ]
+    ).splitlines():
+        cid, _, service = line.partition(" ")
+        containers[cid] = service
+    pid_services = {}
+    for line in apps.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 2 or not fields[1].isdigit():
+            continue
+        try:
+            cgroup = Path(f"/proc/{fields[1]}/cgroup").read_text()
+        except OSError:
+            continue
+        for cid in re.findall(r"[0-9a-f]{64}", cgroup):
+            if cid in containers:
+                pid_services[fields[1]] = containers[cid]
+    return {"gpus_csv": gpus, "apps_csv": apps, "pid_services": pid_services}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--env", type=Path, default=Path("/opt/kokoro-deploy/stack/.env"))
+    ap.add_argument("--vram", action="store_true")
+    args = ap.parse_args()
+    env = read_env(args.env)
+    profiles = {p for p in env.get("COMPOSE_PROFILES", "").split(",") if p}
+    keys_file = args.env.parent / env.get("KOKORO_API_KEYS_FILE", "secrets/kokoro_api_keys")
+    keys = keys_file.read_text().split() if keys_file.is_file() else []
+    out = {"kokoro": check(check_kokoro, base_url(env, "KOKORO", "8880"), keys[0] if keys else "")}
+    if "llm" in profiles:
+        out["llm"] = check(check_llm, base_url(env, "LLM", "8080"), env.get("LLM_MODEL_ALIAS", ""))
+    if "comfyui" in profiles:
+        out["comfyui"] = check(check_comfyui, base_url(env, "COMFYUI", "8188"))
+    if args.vram:
+        out["vram"] = vram_inputs(env.get("COMPOSE_PROJECT_NAME", "kokoro"))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
