@@ -19,7 +19,7 @@ stage_unit() { pytest tests/unit; }
 stage_server() {
   images/kokoro/tests/spacy_model.sh
   bash tests/testbed/browser.sh   # Debian's chromium + chromedriver for the web player test
-  pytest images/kokoro/tests
+  pytest images/kokoro/tests images/llm/tests
 }
 stage_molecule() { tests/molecule/run.sh; }
 

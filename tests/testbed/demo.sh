@@ -21,11 +21,22 @@ timed "site.yml" ansible-playbook -i inventory/sandbox/hosts.yml ansible/site.ym
   --skip-tags torch_runtime
 
 sentence="Kokoro speaks from your own machine."
+key=kokoro-sandbox-demo-key   # inventory/sandbox/group_vars/kokoro_hosts.yml
 ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' kokoro-sandbox)
+# The official openai client, from this machine, to Kokoro published on the sandbox.
+mkdir -p .cache/demo
+timed "openai client" python - "$ip" "$key" "$sentence" <<'PY'
+import sys
+from openai import OpenAI
+ip, key, sentence = sys.argv[1:]
+client = OpenAI(base_url=f"http://{ip}:8880/v1", api_key=key)
+client.audio.speech.create(model="tts-1", voice="af_heart", input=sentence,
+                           response_format="mp3").write_to_file(".cache/demo/hello.mp3")
+PY
 cat <<EOT
 
-The sandbox host 'kokoro-sandbox' is converged. What site.yml did there:
-  preflight: no NVIDIA GPU found, so the plan is CPU-only (see the VRAM/RAM plan table);
+The sandbox host 'kokoro-sandbox' ($ip) is converged. What site.yml did there:
+  preflight: no NVIDIA GPU, so the plan is CPU-only (the table: cat vram-plan.txt below);
   nvidia_driver, nvidia_container_toolkit: skipped (no NVIDIA device);
   docker_engine: Docker from the distribution, compose v2, daemon.json managed;
   espeak-ng (Kokoro's G2P back end), checked for en-us, en-gb, es, fr, hi, it, pt-br;
@@ -34,25 +45,25 @@ The sandbox host 'kokoro-sandbox' is converged. What site.yml did there:
   stack: the Kokoro and LLM images loaded from .cache/images, the compose project in
   /opt/kokoro-deploy/stack up and healthy; verify: speech and a chat completion answered.
 
-The services listen on the sandbox's loopback; call them from inside it:
-  docker exec kokoro-sandbox curl -s http://127.0.0.1:8880/v1/audio/speech \\
+Kokoro is published on the sandbox's address with an API key; the openai client on this
+machine just wrote .cache/demo/hello.mp3 ($(du -h .cache/demo/hello.mp3 | cut -f1)):
+  .venv/bin/python -c 'from openai import OpenAI
+  c = OpenAI(base_url="http://$ip:8880/v1", api_key="$key")
+  c.audio.speech.create(model="tts-1", voice="af_heart", input="$sentence").write_to_file("hello.mp3")'
+
+  curl -s http://$ip:8880/v1/audio/speech -H "Authorization: Bearer $key" \\
     -H 'Content-Type: application/json' \\
-    -d '{"model": "tts-1", "input": "$sentence", "voice": "af_heart", "response_format": "wav"}' \\
-    > hello.wav
-  docker exec kokoro-sandbox curl -s http://127.0.0.1:8880/v1/audio/voices | head -c 300
+    -d '{"model": "tts-1", "input": "$sentence", "voice": "af_heart", "response_format": "wav"}' > hello.wav
+  curl -s -H "Authorization: Bearer $key" http://$ip:8880/v1/audio/voices | head -c 300
+  open http://$ip:8880/web in a browser on this machine for the web player (key: $key)
+
+The LLM server (a tiny random test model: its answers are noise) listens on the
+sandbox's loopback only, as the kit does for services without authentication:
   docker exec kokoro-sandbox curl -s http://127.0.0.1:8080/v1/chat/completions \\
     -H 'Content-Type: application/json' \\
     -d '{"model": "tiny-test", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}'
 
-With the official openai client, from a shell on the host (docker exec -it kokoro-sandbox bash)
-or from anywhere that reaches its published port:
-  from openai import OpenAI
-  client = OpenAI(base_url="http://127.0.0.1:8880/v1", api_key="unused-on-loopback")
-  client.audio.speech.create(model="tts-1", voice="af_heart",
-                             input="$sentence").write_to_file("hello.mp3")
-
   docker exec kokoro-sandbox cat /opt/kokoro-deploy/stack/vram-plan.txt
   docker exec kokoro-sandbox docker compose --project-directory /opt/kokoro-deploy/stack ps
   make demo-down                                # remove the sandbox
-(sandbox address on the Docker bridge: ${ip:-unknown}; its services bind its loopback only)
 EOT
