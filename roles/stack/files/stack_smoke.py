@@ -3,14 +3,18 @@
 the host it runs on, and print one JSON object with the findings.
 
     stack_smoke.py [--env /opt/kokoro-deploy/stack/.env] [--vram]
+    stack_smoke.py --kokoro-url http://127.0.0.1:8880 [--kokoro-key KEY]
 
 Reads ports, profiles and the Kokoro key file from the project's .env. For Kokoro: /health
-is ready, one sentence comes back from /v1/audio/speech as 24 kHz WAV with real signal.
+is ready, one sentence comes back from /v1/audio/speech as 24 kHz WAV with real signal
+(a server that does not answer at all is also marked "unreachable"). --kokoro-url checks
+only the Kokoro server at that URL, with no .env read.
 For the LLM (profile llm): /health, then a chat completion that produces tokens. For
 ComfyUI (profile comfyui): /system_stats lists a device. --vram adds what the VRAM
 report needs: nvidia-smi's per-card and per-process memory and which compose service
 each GPU process belongs to. Standard library only: it runs on a bare host. Used by
-roles/stack (verify) and by tests/acceptance/stack, so both check the same things.
+roles/stack (verify) and by tests/acceptance/stack and tests/acceptance/gpu, so all
+check the same things.
 """
 
 from __future__ import annotations
@@ -73,7 +77,10 @@ def check(fn, *args) -> dict:
 
 
 def check_kokoro(url: str, key: str) -> dict:
-    status, body = call(url + "/health")
+    try:
+        status, body = call(url + "/health")
+    except urllib.error.URLError as exc:  # nothing answers there (HTTP errors are answers)
+        return {"ok": False, "unreachable": True, "error": f"{type(exc).__name__}: {exc}"}
     health = json.loads(body or b"{}")
     if status != 200 or health.get("status") != "ok":
         return {"ok": False, "error": f"/health answered {status}: {health}"}
@@ -207,7 +214,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", type=Path, default=Path("/opt/kokoro-deploy/stack/.env"))
     ap.add_argument("--vram", action="store_true")
+    ap.add_argument("--kokoro-url", help="check only the Kokoro server at this URL")
+    ap.add_argument("--kokoro-key", default="", help="its API key, with --kokoro-url")
     args = ap.parse_args()
+    if args.kokoro_url:
+        print(json.dumps({"kokoro": check(check_kokoro, args.kokoro_url, args.kokoro_key)}))
+        return
     env = read_env(args.env)
     profiles = {p for p in env.get("COMPOSE_PROFILES", "").split(",") if p}
     keys_file = args.env.parent / env.get("KOKORO_API_KEYS_FILE", "secrets/kokoro_api_keys")

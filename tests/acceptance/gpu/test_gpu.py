@@ -14,12 +14,14 @@ fakes a GPU. Run it on a GPU machine with `--hosts=local://` or against a fleet 
   KOKORO_DRIVER_BRANCH      expected driver branch when the host has no
                             nvidia_driver pin file
   KOKORO_URL, KOKORO_API_KEY  the Kokoro server as the host reaches it (default
-                            http://127.0.0.1:8880, no key)
+                            http://127.0.0.1:8880, no key); the synthesis check is
+                            roles/stack/files/stack_smoke.py, run there with python3
 """
 
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 from kokoro_gpu_plugin import kokoro_gpu
@@ -127,47 +129,26 @@ def test_every_card_has_vram_headroom(gpus):
 
 
 # The Kokoro smoke test runs on the host itself (so KOKORO_URL is as the host sees it):
-# one sentence through the server's OpenAI-style /v1/audio/speech as WAV, checked for
-# 24 kHz and real signal, then the server must report a CUDA device and hold GPU memory.
+# roles/stack/files/stack_smoke.py, the script the stack role's verify step runs, sends one
+# sentence through the server's OpenAI-style /v1/audio/speech as WAV and checks it for
+# 24 kHz and real signal; then the server must report a CUDA device and hold GPU memory.
 KOKORO_URL = os.environ.get("KOKORO_URL", "http://127.0.0.1:8880")
 KOKORO_API_KEY = os.environ.get("KOKORO_API_KEY", "")
-_SMOKE = r"""
-import io, json, sys, urllib.request, wave, array, math
-url, key = sys.argv[1], sys.argv[2]
-out = {}
-try:
-    with urllib.request.urlopen(url + "/health", timeout=10) as r:
-        out["health"] = json.load(r)
-except Exception as exc:
-    print(json.dumps({"unreachable": f"{type(exc).__name__}: {exc}"})); sys.exit(0)
-req = urllib.request.Request(
-    url + "/v1/audio/speech", method="POST",
-    data=json.dumps({"input": "The GPU host is ready to speak.", "response_format": "wav",
-                     "stream": False}).encode(),
-    headers={"Content-Type": "application/json",
-             **({"Authorization": "Bearer " + key} if key else {})})
-with urllib.request.urlopen(req, timeout=120) as r:
-    body = r.read()
-with wave.open(io.BytesIO(body)) as w:
-    out["rate"], out["width"] = w.getframerate(), w.getsampwidth()
-    frames = w.readframes(w.getnframes())
-samples = array.array("h", frames) if out["width"] == 2 else array.array("h")
-out["seconds"] = len(samples) / max(out["rate"], 1)
-out["rms"] = math.sqrt(sum(s * s for s in samples) / max(len(samples), 1)) / 32768
-print(json.dumps(out))
-"""
+SMOKE = (Path(__file__).resolve().parents[3] / "roles/stack/files/stack_smoke.py").read_text()
 
 
 def test_kokoro_speaks_on_the_gpu(host, gpus):
     result = json.loads(host.check_output(
-        "python3 -c %s %s %s", _SMOKE, KOKORO_URL, KOKORO_API_KEY))
-    if "unreachable" in result:
-        pytest.skip(f"no Kokoro server at {KOKORO_URL} ({result['unreachable']}): start the "
+        "python3 -c %s --kokoro-url %s --kokoro-key %s", SMOKE, KOKORO_URL, KOKORO_API_KEY
+    ))["kokoro"]
+    if result.get("unreachable"):
+        pytest.skip(f"no Kokoro server at {KOKORO_URL} ({result['error']}): start the "
                     "services or set KOKORO_URL")
-    assert result["health"].get("status") == "ok", result["health"]
+    assert result["ok"], result  # /health ok, 24 kHz, not silent
     assert result["rate"] == 24000, f"audio at {result['rate']} Hz, Kokoro speaks at 24 kHz"
-    assert result["seconds"] > 0.5 and result["rms"] > 0.01, f"silent or empty audio: {result}"
-    device = str(result["health"].get("device", ""))
+    assert result["audio_seconds"] > 0.5 and result["rms"] > 0.01, (
+        f"silent or empty audio: {result}")
+    device = str(result.get("device") or "")
     assert device.startswith("cuda"), (
         f"the server runs on {device or 'an unknown device'}, not the GPU")
     apps = host.check_output(
