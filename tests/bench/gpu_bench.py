@@ -10,7 +10,10 @@ does realistic work. Phonemes for the fixed text set were computed beforehand wi
 misaki on the CPU machine (prepare_gpu_assets.py) and are replayed, so neither misaki
 nor spaCy is needed here. Measures single-stream RTF (direct engine call and through
 the scheduler), time to first audio of a long paragraph, aggregate throughput with 16
-concurrent streams for several worker counts, process VRAM; writes JSON + Markdown.
+concurrent streams for several worker counts - through the scheduler and, as the
+reference for its overhead, as direct batched engine calls on the same chunks - and
+process VRAM; writes JSON + Markdown named by --tag. Run one batch size per process
+(tests/bench/gpu_run.sh does), so each VRAM peak is that configuration's own.
 """
 from __future__ import annotations
 
@@ -91,9 +94,17 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cpu: dry run of this script")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--frames", type=float, default=3.0, help="frames (25 ms) per phoneme")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="KOKORO_BATCH_SIZE (0: the server's default for the device)")
+    ap.add_argument("--batch-tokens", type=int, default=None,
+                    help="KOKORO_BATCH_TOKENS (default: the server's)")
+    ap.add_argument("--no-cudnn", action="store_true", help="measure without cuDNN")
+    ap.add_argument("--tag", default="", help="suffix of the output files' names")
     args = ap.parse_args()
     import torch
 
+    if args.no_cudnn:
+        torch.backends.cudnn.enabled = False
     KModel = import_kmodel()
     from kokoro_server.engines.torch import TorchEngine, cuda_problem
     from kokoro_server.metrics import Metrics
@@ -123,11 +134,17 @@ def main() -> None:
     result["checkpoint_build_s"] = time.perf_counter() - t0
     result["frames_per_phoneme"] = args.frames
     assert KModel is sys.modules["kokoro"].KModel
-    settings = Settings(engine="torch", device=args.device)
+    settings = Settings(engine="torch", device=args.device, batch_size=args.batch)
+    if args.batch_tokens is None:
+        args.batch_tokens = settings.batch_tokens
     cuda = args.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     engine = TorchEngine(ckpt, args.assets / "config.json", settings)
+    result["batch_size"] = engine.max_batch
+    result["batch_tokens"] = args.batch_tokens
+    result["cudnn"] = torch.backends.cudnn.enabled
+    result["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
     pack = load_voice_pack(args.assets / "voices" / "af_heart.pt")
     texts = json.loads((args.assets / "texts.json").read_text())
 
@@ -163,10 +180,27 @@ def main() -> None:
         vals.append(time.perf_counter() - t0)
     result["first_sentence_direct_s"] = statistics.median(vals)
 
+    # The reference for the scheduler's aggregate figure: every chunk the 16 streams
+    # speak, given straight to the engine in passes of max_batch.
+    para_chunks = [c.phonemes for c in chunk_text(texts["paragraph"], lambda t: phonemes[t])]
+    work = [(p, pack, 1.0) for _ in range(args.streams * args.per_stream) for p in para_chunks]
+    passes: list[list] = [[]]
+    for item in work:  # the workers' rule: at most max_batch inputs and batch_tokens
+        tokens = len(engine.token_ids(item[0])) + 2
+        longest = max([tokens] + [len(engine.token_ids(p)) + 2 for p, _, _ in passes[-1]])
+        if passes[-1] and (len(passes[-1]) == engine.max_batch
+                           or (len(passes[-1]) + 1) * longest > args.batch_tokens):
+            passes.append([])
+        passes[-1].append(item)
+    engine.synthesize_batch(passes[0])
+    t0 = time.perf_counter()
+    secs = sum(len(r.audio) for p in passes for r in engine.synthesize_batch(p)) / 24000
+    result[f"direct_batched_x_realtime_{args.streams}_streams"] = secs / (time.perf_counter() - t0)
+
     async def scheduler_runs(workers: int) -> dict:
         metrics = Metrics()
         sched = Scheduler(engine, Replay(phonemes), metrics, workers=workers,
-                          max_queue=4 * args.streams)
+                          max_queue=4 * args.streams, batch_tokens=args.batch_tokens)
 
         async def one(text: str, first_only: bool = False) -> tuple[float, float]:
             start = time.perf_counter()
@@ -204,6 +238,8 @@ def main() -> None:
         totals = await asyncio.gather(*[stream_client() for _ in range(args.streams)])
         wall = time.perf_counter() - t0
         out[f"aggregate_x_realtime_{args.streams}_streams"] = sum(totals) / wall
+        sample = metrics.registry.get_sample_value
+        out["mean_batch"] = sample("kokoro_batch_size_sum") / sample("kokoro_batch_size_count")
         sched.close()
         return out
 
@@ -217,8 +253,9 @@ def main() -> None:
                           "torch_max_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
                           "nvidia_smi_process_mib": process_vram_mib()}
     result["nvidia_smi_after"] = smi(f"--query-gpu={query}", "--format=csv,noheader,nounits")
-    (args.out / "kokoro-gpu-torch.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "kokoro-gpu-torch.md").write_text(render(result))
+    name = "kokoro-gpu-torch" + (f"-{args.tag}" if args.tag else "")
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(render(result))
     print(json.dumps(result, indent=2))
 
 
@@ -231,6 +268,9 @@ def render(r: dict) -> str:
         f"- torch {r['torch']} (CUDA {r['torch_cuda']}); random-init Kokoro-82M checkpoint in "
         f"the real format, {r['frames_per_phoneme']} frames (25 ms each) per phoneme",
         "- Server code without HTTP: kokoro_server TorchEngine + Scheduler; G2P replayed",
+        f"- Inputs per forward pass (KOKORO_BATCH_SIZE): {r['batch_size']}, padded tokens "
+        f"per pass (KOKORO_BATCH_TOKENS): {r['batch_tokens']}; cuDNN "
+        f"{'on' if r['cudnn'] else 'off'}; PYTORCH_CUDA_ALLOC_CONF={r['alloc_conf'] or '(unset)'}",
         "",
         "| Measure | Value |",
         "| --- | ---: |",
@@ -239,6 +279,9 @@ def render(r: dict) -> str:
         lines.append(f"| RTF single stream, {name}, direct engine | {v['direct_engine']:.4f} |")
     lines.append(f"| First sentence of the long text, direct engine (s) | "
                  f"{r['first_sentence_direct_s']:.4f} |")
+    for key, val in r.items():
+        if key.startswith("direct_batched"):
+            lines.append(f"| {key.replace('_', ' ')} | {val:.1f} |")
     for w, v in r["scheduler"].items():
         for key, val in v.items():
             lines.append(f"| {w.replace('_', ' ')}: {key.replace('_', ' ')} | {val:.4f} |")

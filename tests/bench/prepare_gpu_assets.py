@@ -32,7 +32,8 @@ def main(dest: Path = REPO / ".whl") -> None:
                                                      ensure_ascii=False, indent=1))
     (assets / "texts.json").write_text(json.dumps(texts, indent=1))
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                    "--only-binary=:all:", "-d", str(dest), "kokoro==0.9.4", "loguru"],
+                    "--only-binary=:all:", "-d", str(dest), "kokoro==0.9.4", "loguru",
+                    "prometheus_client"],
                    check=True)
     _ = PARAGRAPH
 

@@ -33,6 +33,7 @@ def test_api_keys_never_appear_in_the_settings_repr():
 @pytest.mark.parametrize("env,match", [({"KOKORO_ENGINE": "tf"}, "KOKORO_ENGINE"),
                                        ({"KOKORO_DEVICE": "gpu"}, "KOKORO_DEVICE"),
                                        ({"KOKORO_WORKERS": "0"}, "KOKORO_WORKERS"),
+                                       ({"KOKORO_BATCH_SIZE": "-1"}, "KOKORO_BATCH_SIZE"),
                                        ({"KOKORO_PORT": "http"}, "KOKORO_PORT"),
                                        ({"KOKORO_WARMUP": "maybe"}, "KOKORO_WARMUP"),
                                        ({"KOKORO_NORMALIZE": "maybe"}, "KOKORO_NORMALIZE")])

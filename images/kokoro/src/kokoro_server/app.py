@@ -49,7 +49,8 @@ def load(state: AppState) -> None:
     state.engine = load_engine(s, found)
     state.phonemizer = Phonemizer(s.english_g2p)
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
-                                workers=s.workers, max_queue=s.max_queue)
+                                workers=s.workers, max_queue=s.max_queue,
+                                batch_tokens=s.batch_tokens)
     if s.warmup:
         lang = state.voices.info[s.default_voice].lang_code
         pack, _ = state.voices.resolve(s.default_voice)

@@ -34,6 +34,9 @@ class Metrics:
         self.rtf = Histogram(
             "kokoro_real_time_factor", "Synthesis wall time / audio duration, per chunk",
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5), registry=r)
+        self.batch_size = Histogram(
+            "kokoro_batch_size", "Text chunks synthesized together in one engine call",
+            buckets=(1, 2, 4, 8, 16, 32), registry=r)
         self.queue_depth = Gauge("kokoro_queue_depth",
                                  "Chunk jobs waiting for an engine worker", registry=r)
         self.inflight = Gauge("kokoro_requests_inflight", "Speech requests admitted",

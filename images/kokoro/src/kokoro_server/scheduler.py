@@ -4,7 +4,9 @@
   one more is refused with 503 and a Retry-After estimate, never queued without bound.
 * Work unit: one text chunk. Chunks of all admitted requests share one FIFO of engine
   workers, each request keeping at most one chunk queued ahead of the one running,
-  so concurrent requests interleave chunk by chunk instead of waiting in line.
+  so concurrent requests interleave chunk by chunk instead of waiting in line; an
+  engine that batches takes every waiting chunk into one forward pass
+  (engine_workers.py).
 * Cancellation: when the consumer stops (client disconnect cancels the response
   task), queued chunk jobs are cancelled and no further chunks are submitted.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio.stitch import prepare_chunk
-from .engines.base import Engine, Synthesis
+from .engine_workers import EngineWorkers
+from .engines.base import Engine
 from .errors import ApiError
 from .metrics import Metrics
 from .text.align import phoneme_words
@@ -50,22 +52,19 @@ class SpokenChunk:
 
 class Scheduler:
     def __init__(self, engine: Engine, phonemizer: Phonemizer, metrics: Metrics,
-                 workers: int = 1, max_queue: int = 32):
+                 workers: int = 1, max_queue: int = 32, batch_tokens: int = 0):
         self.engine = engine
         self.phonemizer = phonemizer
         self.metrics = metrics
         self.workers = workers
         self.capacity = workers + max_queue
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="engine")
+        self._workers = EngineWorkers(engine, metrics, workers, batch_tokens)
         self._g2p_pool = ThreadPoolExecutor(1, thread_name_prefix="g2p")
         self._admitted = 0
-        self._queued = 0
-        self._running = 0
-        self._lock = threading.Lock()  # _queued changes on worker threads too
         self._avg_request_s = 1.0
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._workers.close()
         self._g2p_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -75,7 +74,7 @@ class Scheduler:
     @property
     def idle(self) -> bool:
         """No chunk queued or on a worker (a cancelled request's running chunk counts)."""
-        return self._queued <= 0 and self._running == 0
+        return self._workers.idle
 
     def admit(self) -> Callable[[], None]:
         """Take a place or raise 503; return the (idempotent) release function.
@@ -105,24 +104,8 @@ class Scheduler:
 
         return release
 
-    def _job(self, phonemes: str, pack: np.ndarray, speed: float) -> tuple[Synthesis, float]:
-        with self._lock:
-            self._queued -= 1
-            self.metrics.queue_depth.set(max(0, self._queued))
-            self._running += 1
-        start = time.perf_counter()
-        try:
-            result = self.engine.synthesize_timed(phonemes, pack, speed)
-        finally:
-            with self._lock:
-                self._running -= 1
-        return result, time.perf_counter() - start
-
-    def _submit(self, chunk: Chunk, pack: np.ndarray, speed: float) -> Future:
-        with self._lock:
-            self._queued += 1
-            self.metrics.queue_depth.set(self._queued)
-        return self._pool.submit(self._job, chunk.phonemes, pack, speed)
+    def _submit(self, chunk: Chunk, pack: np.ndarray, speed: float, owner: object) -> Future:
+        return self._workers.submit(chunk.phonemes, pack, speed, owner, chunk.index == 0)
 
     async def plan(self, text: str, lang: str, phonemes: bool = False) -> Plan:
         """Phonemize up to the first chunk now (so errors come before any audio);
@@ -158,6 +141,7 @@ class Scheduler:
         """Yield each chunk's audio in order, keeping one chunk queued ahead."""
         pending: list[tuple[Chunk, Future]] = []
         exhausted = False
+        owner = object()
         try:
             while not exhausted or pending:
                 while not exhausted and len(pending) < 2:
@@ -165,7 +149,7 @@ class Scheduler:
                     if chunk is None:
                         exhausted = True
                     else:
-                        pending.append((chunk, self._submit(chunk, pack, speed)))
+                        pending.append((chunk, self._submit(chunk, pack, speed, owner)))
                 if not pending:
                     break
                 chunk, fut = pending[0]
@@ -184,8 +168,4 @@ class Scheduler:
             # On cancellation: jobs not yet started are dropped (and leave the queue
             # count); one already running finishes on its worker and is discarded.
             for _, fut in pending:
-                fut.cancel()
-                if fut.cancelled():
-                    with self._lock:
-                        self._queued -= 1
-            self.metrics.queue_depth.set(max(0, self._queued))
+                self._workers.cancel(fut)

@@ -43,6 +43,8 @@ class Settings:
     max_input_chars: int = 20_000
     max_queue: int = 32  # requests admitted beyond those being served -> 503 after
     workers: int = 1  # engine calls in flight at once (threads; CUDA streams on GPU)
+    batch_size: int = 0  # inputs per forward pass; 0 = 16 for torch on CUDA, else 1
+    batch_tokens: int = 512  # padded tokens per pass (inputs x longest): bounds its VRAM
     onnx_threads: int = 0  # 0 = onnxruntime's default (all cores)
     warmup: bool = True
     english_g2p: str = "auto"  # auto | full (needs en_core_web_sm) | lite
@@ -92,6 +94,10 @@ class Settings:
                 raise SettingsError(f"KOKORO_{name.upper()} must be >= 1")
         if self.english_g2p not in ("auto", "full", "lite"):
             raise SettingsError("KOKORO_ENGLISH_G2P must be auto, full or lite")
+        if self.batch_tokens < 0:
+            raise SettingsError("KOKORO_BATCH_TOKENS must be >= 0 (0: no bound but the size)")
+        if self.batch_size < 0:
+            raise SettingsError("KOKORO_BATCH_SIZE must be >= 0 (0 picks by engine and device)")
         if self.max_queue < 0:
             raise SettingsError("KOKORO_MAX_QUEUE must be >= 0")
         if self.requires_auth and not self.api_keys:

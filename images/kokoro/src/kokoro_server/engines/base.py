@@ -29,6 +29,7 @@ class Engine(ABC):
     device: str = "cpu"
     sample_rate: int = SAMPLE_RATE
     has_durations: bool = False  # infer() reports durations
+    max_batch: int = 1  # inputs infer_batch() runs in one forward pass
 
     def __init__(self, config_path: Path):
         config = json.loads(Path(config_path).read_text())
@@ -48,6 +49,10 @@ class Engine(ABC):
     def infer(self, ids: list[int], style: np.ndarray, speed: float) -> Synthesis:
         """Run the model on token ids (without the pad tokens)."""
 
+    def infer_batch(self, items: list[tuple[list[int], np.ndarray, float]]) -> list[Synthesis]:
+        """Several (ids, style, speed) at once; backends that batch override this."""
+        return [self.infer(ids, style, speed) for ids, style, speed in items]
+
     def synthesize_ids(self, ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
         return self.infer(ids, style, speed).audio
 
@@ -57,6 +62,22 @@ class Engine(ABC):
         if not ids:
             return Synthesis(np.zeros(0, np.float32), np.zeros(0, np.int64))
         return self.infer(ids, self.style_for(pack, len(ids)), speed)
+
+    def synthesize_batch(self, items: list[tuple[str, np.ndarray, float]]) -> list[Synthesis]:
+        """synthesize_timed for each (phonemes, pack, speed), in forward passes of up
+        to max_batch inputs."""
+        results: list[Synthesis] = [Synthesis(np.zeros(0, np.float32), np.zeros(0, np.int64))
+                                    for _ in items]
+        work = []
+        for i, (phonemes, pack, speed) in enumerate(items):
+            ids = self.token_ids(phonemes)
+            if ids:
+                work.append((i, (ids, self.style_for(pack, len(ids)), speed)))
+        for start in range(0, len(work), self.max_batch):
+            part = work[start:start + self.max_batch]
+            for (i, _), result in zip(part, self.infer_batch([w for _, w in part]), strict=True):
+                results[i] = result
+        return results
 
     def synthesize(self, phonemes: str, pack: np.ndarray, speed: float = 1.0) -> np.ndarray:
         return self.synthesize_timed(phonemes, pack, speed).audio

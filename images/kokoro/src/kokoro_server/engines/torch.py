@@ -3,7 +3,9 @@
 KOKORO_DEVICE=cuda never falls back: if CUDA is unusable (no driver, NVML error, or a
 GPU architecture this torch build was not compiled for) the server refuses to start
 and says why. Each worker thread gets its own CUDA stream, so concurrent requests
-overlap on the GPU.
+overlap on the GPU. Inputs that are queued together run as one padded forward pass
+(engines/torch_batch.py) up to `max_batch` at a time: on a GPU one pass over many
+short inputs costs little more than one over a single input.
 """
 from __future__ import annotations
 
@@ -82,8 +84,14 @@ class TorchEngine(Engine):
         # KModel with explicit local paths reads them and downloads nothing.
         self.model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(config_path),
                             model=str(model_path)).to(self.device).eval()
+        self.max_batch = settings.batch_size or (16 if self.device == "cuda" else 1)
+        if self.max_batch > 1:
+            from . import torch_batch
+
+            torch_batch.enable(self.model)
         self._local = threading.local()
-        log.info("torch engine on %s (torch %s)", self.device, torch.__version__)
+        log.info("torch engine on %s (torch %s), up to %d inputs per forward pass",
+                 self.device, torch.__version__, self.max_batch)
 
     def _stream(self):
         stream = getattr(self._local, "stream", None)
@@ -107,6 +115,26 @@ class TorchEngine(Engine):
                 out = out.float()
         return Synthesis(out.numpy().reshape(-1).astype(np.float32, copy=False),
                          dur.numpy().reshape(-1).astype(np.int64))
+
+    def infer_batch(self, items: list[tuple[list[int], np.ndarray, float]]) -> list[Synthesis]:
+        if len(items) == 1:
+            return [self.infer(*items[0])]
+        from .torch_batch import forward_batch
+
+        torch = self._torch
+        ids = [[0, *row, 0] for row, _, _ in items]
+        styles = np.concatenate([style for _, style, _ in items])
+        speeds = [speed for _, _, speed in items]
+        with torch.inference_mode():
+            ref_s = torch.from_numpy(styles).to(self.device)
+            if self.device == "cuda":
+                with torch.cuda.stream(self._stream()):
+                    out = [(a.float().cpu(), d)
+                           for a, d in forward_batch(self.model, ids, ref_s, speeds)]
+            else:
+                out = [(a.float(), d) for a, d in forward_batch(self.model, ids, ref_s, speeds)]
+        return [Synthesis(a.numpy().astype(np.float32, copy=False), d.numpy().astype(np.int64))
+                for a, d in out]
 
     def vram_bytes(self) -> int | None:
         if self.device != "cuda":
