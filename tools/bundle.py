@@ -14,6 +14,12 @@ The archive holds one folder, kokoro-deploy-bundle-<label>/, with
                   (stack_images_source: load)
     wheels/       optional `pip download` output, a flat wheelhouse
                   (torch_runtime_wheelhouse_src)
+    debs/         optional Debian packages a bare host lacks (the roles' packages and their
+                  dependencies, resolved by apt in a container of the target release), as a
+                  flat apt repository (Packages, Release): point docker_engine_bundle_dir
+                  and espeak_ng_bundle_dir here (docker_engine_source/espeak_ng_source: bundle)
+    bin/          optional docker-compose, the compose v2 CLI plugin for releases that
+                  package none (Debian 12): docker_engine_compose_binary_src
     bundle.json   what is inside: manifest pins, images with ids, sizes, creation time
     SHA256SUMS    every other file, `sha256sum -c SHA256SUMS` compatible
 
@@ -48,7 +54,7 @@ from typing import BinaryIO
 
 import yaml
 
-TOOL_VERSION = "1.0.0"
+TOOL_VERSION = "1.1.0"
 BUNDLE_FORMAT = 1
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = ROOT / "manifest.yml"
@@ -70,6 +76,12 @@ IMAGE_KEYS = (
     "architecture",
 )
 # External compressors, first found wins: (argv for compressing stdin to stdout, suffix).
+# What bundle.json records of each Debian package.
+DEB_KEYS = ("package", "version", "architecture", "file", "sha256", "size")
+# The image whose apt resolves the packages: a bare host of the target release.
+DEFAULT_DEBS_IMAGE = "debian:12"
+# Where the compose v2 plugin goes in the bundle.
+COMPOSE_PLUGIN = "bin/docker-compose"
 COMPRESSORS = {
     "zst": ([["zstd", "-q", "-T0", "-3", "-c"]], ".tar.zst"),
     "gz": ([["pigz", "-n", "-6", "-c"], ["gzip", "-n", "-6", "-c"]], ".tar.gz"),
@@ -268,12 +280,12 @@ class TarWriter:
                 self._dirs.add(d)
                 self._tar.addfile(self._info(d, tarfile.DIRTYPE, 0o755))
 
-    def add_file(self, rel: str, src: Path) -> str:
+    def add_file(self, rel: str, src: Path, mode: int = 0o644) -> str:
         size = src.stat().st_size
         self._parents(rel)
         with src.open("rb") as f:
             reader = HashingReader(f)
-            self._tar.addfile(self._info(f"{self.top}/{rel}", tarfile.REGTYPE, 0o644, size), reader)
+            self._tar.addfile(self._info(f"{self.top}/{rel}", tarfile.REGTYPE, mode, size), reader)
         if reader.count != size:
             raise BundleError(f"{src} changed size while it was added; run the build again")
         self.sums[rel], self.sizes[rel] = reader.hash.hexdigest(), size
@@ -381,6 +393,214 @@ def save_image(image: dict, workdir: Path) -> Path:
     return out
 
 
+# ---------------------------------------------------------------------------- debs
+
+
+def read_deb_control(path: Path) -> str:
+    """The control paragraph of a .deb: an ar archive whose control.tar[.gz|.xz] holds it."""
+    with path.open("rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            raise BundleError(f"{path.name} is not a Debian package (no ar header)")
+        while header := f.read(60):
+            if len(header) < 60:
+                break
+            name = header[:16].decode().strip().rstrip("/")
+            size = int(header[48:58].decode().strip())
+            data_start = f.tell()
+            if name.startswith("control.tar"):
+                if name.endswith(".zst"):
+                    raise BundleError(
+                        f"{path.name}: control.tar.zst is not readable here (Python's "
+                        "tarfile has no zstd); Debian's own packages use xz"
+                    )
+                try:
+                    with tarfile.open(fileobj=io.BytesIO(f.read(size)), mode="r:*") as tar:
+                        for member in tar:
+                            if member.name.lstrip("./") == "control" and member.isfile():
+                                return tar.extractfile(member).read().decode()
+                except tarfile.TarError as err:
+                    raise BundleError(f"{path.name}: unreadable {name} ({err})") from None
+                raise BundleError(f"{path.name}: {name} holds no control file")
+            f.seek(data_start + size + (size & 1))
+    raise BundleError(f"{path.name} is not a Debian package (no control.tar member)")
+
+
+def control_fields(text: str) -> dict[str, str]:
+    """The single-line fields of a control paragraph (continuation lines are skipped)."""
+    fields = {}
+    for line in text.splitlines():
+        if line and not line[0].isspace() and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def deb_file_name(fields: dict[str, str]) -> str:
+    """package_version_arch.deb with an epoch's colon as _: apt's own download names write it
+    as %3a, which a file: URI would decode back to a colon that is not on disk."""
+    name = f"{fields['Package']}_{fields['Version']}_{fields['Architecture']}"
+    return re.sub(r"[^A-Za-z0-9.+~_-]", "_", name) + ".deb"
+
+
+def write_apt_repo(debs: list[Path], repo: Path, created: dt.datetime) -> list[dict]:
+    """Move the packages into repo/ under stable names and write a flat apt repository's
+    Packages and Release (no signature: hosts name it [trusted=yes] in a local file: source,
+    and its files are covered by SHA256SUMS). Returns what bundle.json records."""
+    repo.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, tuple[dict, str]] = {}
+    for deb in debs:
+        control = read_deb_control(deb)
+        fields = control_fields(control)
+        missing = [k for k in ("Package", "Version", "Architecture") if not fields.get(k)]
+        if missing:
+            raise BundleError(f"{deb.name}: control file lacks {', '.join(missing)}")
+        key = f"{fields['Package']}:{fields['Architecture']}"
+        if key in entries:
+            raise BundleError(
+                f"two packages for {key} ({entries[key][0]['version']} and "
+                f"{fields['Version']}): a flat repository holds one version of each"
+            )
+        name = deb_file_name(fields)
+        dest = repo / name
+        shutil.move(deb, dest)
+        digest, size = sha256_file(dest)
+        record = {
+            "package": fields["Package"],
+            "version": fields["Version"],
+            "architecture": fields["Architecture"],
+            "file": f"debs/{name}",
+            "sha256": digest,
+            "size": size,
+        }
+        stanza = control.strip("\n") + f"\nFilename: ./{name}\nSize: {size}\nSHA256: {digest}\n"
+        entries[key] = (record, stanza)
+    ordered = [entries[k] for k in sorted(entries)]
+    packages = "\n".join(stanza for _, stanza in ordered).encode()
+    (repo / "Packages").write_bytes(packages)
+    release = (
+        "Origin: kokoro-deploy-bundle\n"
+        "Label: kokoro-deploy-bundle\n"
+        f"Date: {created.strftime('%a, %d %b %Y %H:%M:%S UTC')}\n"
+        "SHA256:\n"
+        f" {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n"
+    )
+    (repo / "Release").write_text(release)
+    return [record for record, _ in ordered]
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip().strip('"')
+    return out
+
+
+def role_packages(os_release: dict[str, str], roles_dir: Path = ROOT / "roles") -> list[str]:
+    """What roles/docker_engine and roles/espeak_ng install from a bundle on this release,
+    read from their vars files in the order the roles pick them (distribution-major,
+    distribution, family, main), plus python3-apt, which Ansible's apt module needs."""
+    distribution = {"debian": "Debian", "ubuntu": "Ubuntu"}.get(os_release.get("ID", ""))
+    if distribution is None:
+        raise BundleError(
+            f"the debs image runs {os_release.get('ID')!r}: the roles support Debian and "
+            "Ubuntu; choose an image of the target release with --debs-image"
+        )
+    major = os_release.get("VERSION_ID", "").split(".")[0]
+    candidates = [f"{distribution}-{major}.yml", f"{distribution}.yml", "Debian.yml", "main.yml"]
+
+    def role_vars(role: str) -> dict:
+        for name in candidates:
+            path = roles_dir / role / "vars" / name
+            if path.is_file():
+                return yaml.safe_load(path.read_text()) or {}
+        raise BundleError(f"roles/{role}/vars has none of {candidates}")
+
+    docker = role_vars("docker_engine")
+    wanted = list(docker["__docker_engine_packages"]["bundle"])
+    compose = docker["__docker_engine_compose_packages"]["bundle"]
+    if compose:
+        wanted.append(compose)
+    wanted += role_vars("espeak_ng")["__espeak_ng_packages"]
+    wanted.append("python3-apt")
+    return list(dict.fromkeys(wanted))
+
+
+def expand_debs(requested: list[str], os_release: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for name in requested:
+        out += role_packages(os_release) if name == "roles" else [name]
+    for name in out:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?(=[A-Za-z0-9.+~:-]+)?", name):
+            raise BundleError(f"--debs {name!r} is not a Debian package name (name[=version])")
+    return list(dict.fromkeys(out))
+
+
+def download_debs(image: str, requested: list[str], workdir: Path) -> tuple[list[Path], dict]:
+    """Let apt in a container of `image` (a bare host of the target release) resolve the
+    packages and download exactly what such a host lacks: the packages and every missing
+    dependency, without recommends, as the roles install them."""
+    if not shutil.which("docker"):
+        raise BundleError(
+            "--debs needs docker, to resolve the packages in a container of the target "
+            "release: install the Docker client and start the engine, or leave out --debs"
+        )
+    r = docker("run", "--rm", "--network", "none", image, "cat", "/etc/os-release")
+    if r.returncode != 0:
+        raise BundleError(
+            f"cannot run the debs image {image} ({r.stderr.strip()}): name a local image of "
+            "a bare target host with --debs-image (make testbed builds kokoro-deploy/debian:12)"
+        )
+    os_release = parse_os_release(r.stdout)
+    packages = expand_debs(requested, os_release)
+    out = workdir / "debs-download"
+    out.mkdir()
+    script = (
+        "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -q; "
+        "apt-get install -q -y --download-only --no-install-recommends "
+        '-o Dir::Cache::archives=/out -o APT::Sandbox::User=root "$@"; '
+        "rm -rf /out/partial /out/lock; "
+        f"chown -R {os.getuid()}:{os.getgid()} /out"
+    )
+    name = f"kokoro-deploy-bundle-debs-{os.getpid()}"
+    try:
+        r = docker(
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "-v",
+            f"{out.resolve()}:/out",
+            image,
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *packages,
+        )
+    finally:
+        docker("rm", "-f", name)
+    if r.returncode != 0:
+        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-5:])
+        raise BundleError(
+            f"apt in {image} could not download {' '.join(packages)}:\n{tail}\n"
+            "check the package names and that the image's apt sources are reachable"
+        )
+    debs = sorted(out.glob("*.deb"))
+    if not debs:
+        log(f"debs: {image} already has every package asked for; the repository is empty")
+    info = {
+        "image": image,
+        "os": os_release.get("PRETTY_NAME") or os_release.get("ID"),
+        "os_id": os_release.get("ID"),
+        "os_version_id": os_release.get("VERSION_ID"),
+        "requested": requested,
+        "packages": packages,
+    }
+    return debs, info
+
+
 def pip_download(
     requirements: list[Path], specs: list[str], pip_options: list[str], dest: Path
 ) -> None:
@@ -450,6 +670,28 @@ def manifest_summary(manifest: dict, manifest_path: Path) -> dict:
     }
 
 
+def deploy_vars(top: str, debs: bool, compose: bool) -> dict:
+    """The role variables that deploy from the unpacked bundle (ansible/airgap.yml sets
+    them all from one variable, kokoro_bundle_dir)."""
+    where = f"<unpacked>/{top}"
+    out = {
+        "model_cache_source": "bundle",
+        "model_cache_bundle_dir": f"{where}/models",
+        "stack_images_source": "load",
+        "stack_image_archive_dir": f"{where}/images",
+    }
+    if debs:
+        out |= {
+            "docker_engine_source": "bundle",
+            "docker_engine_bundle_dir": f"{where}/debs",
+            "espeak_ng_source": "bundle",
+            "espeak_ng_bundle_dir": f"{where}/debs",
+        }
+    if compose:
+        out["docker_engine_compose_binary_src"] = f"{where}/{COMPOSE_PLUGIN}"
+    return out
+
+
 def build(args: argparse.Namespace) -> Path:
     manifest_path = Path(args.manifest)
     try:
@@ -489,8 +731,17 @@ def build(args: argparse.Namespace) -> Path:
         for a in artifacts:
             source.check(a)
     wheels = bool(args.wheels or args.wheels_requirements)
-    if not (artifacts or args.images or wheels):
-        raise BundleError("nothing to bundle: select models, name --images or ask for --wheels")
+    compose_plugin = Path(args.compose_plugin) if args.compose_plugin else None
+    if compose_plugin and not (compose_plugin.is_file() and os.access(compose_plugin, os.X_OK)):
+        raise BundleError(
+            f"--compose-plugin {compose_plugin} is not an executable file: give the compose v2 "
+            "binary (make testbed installs one at /usr/local/lib/docker/cli-plugins/docker-compose)"
+        )
+    if not (artifacts or args.images or wheels or args.debs or compose_plugin):
+        raise BundleError(
+            "nothing to bundle: select models, name --images or ask for --wheels, --debs or "
+            "--compose-plugin"
+        )
     compressor, suffix = find_compressor(args.compress)
     images = inspect_images(args.images)
 
@@ -527,6 +778,17 @@ def build(args: argparse.Namespace) -> Path:
         if staged:
             log(f"models: {len(staged)} files verified against {manifest_path.name}")
 
+        # The packages are resolved and fetched before the archive is opened: a wrong name
+        # or an unreachable apt source fails before the slow image saves.
+        debs_info = None
+        if args.debs:
+            downloaded, debs_info = download_debs(args.debs_image, args.debs, workdir)
+            debs_info["files"] = write_apt_repo(downloaded, workdir / "debs", created)
+            log(
+                f"debs: {len(debs_info['files'])} packages for {debs_info['os']} "
+                f"({', '.join(debs_info['packages'])} and their dependencies)"
+            )
+
         partial = workdir / final.name
         writer = TarWriter(partial, top, created_epoch, compressor)
         for a, path in sorted(staged, key=lambda s: s[0]["path"]):
@@ -558,6 +820,23 @@ def build(args: argparse.Namespace) -> Path:
                 )
             log(f"wheels: {len(wheel_files)} files")
 
+        if debs_info is not None:
+            for deb in debs_info["files"]:
+                if writer.add_file(deb["file"], workdir / deb["file"]) != deb["sha256"]:
+                    raise BundleError(f"{deb['file']} changed while it was added")
+            for index in ("Packages", "Release"):
+                writer.add_file(f"debs/{index}", workdir / "debs" / index)
+
+        compose_info = None
+        if compose_plugin:
+            writer.add_file(COMPOSE_PLUGIN, compose_plugin, mode=0o755)
+            compose_info = {
+                "file": COMPOSE_PLUGIN,
+                "source": str(compose_plugin),
+                "sha256": writer.sums[COMPOSE_PLUGIN],
+                "size": writer.sizes[COMPOSE_PLUGIN],
+            }
+
         info = {
             "bundle_format": BUNDLE_FORMAT,
             "name": top,
@@ -582,12 +861,13 @@ def build(args: argparse.Namespace) -> Path:
                 if wheels
                 else None
             ),
-            "deploy": {
-                "model_cache_source": "bundle",
-                "model_cache_bundle_dir": f"<unpacked>/{top}/models",
-                "stack_images_source": "load",
-                "stack_image_archive_dir": f"<unpacked>/{top}/images",
-            },
+            "debs": (
+                {"dir": "debs", **debs_info, "files": [dict(d) for d in debs_info["files"]]}
+                if debs_info is not None
+                else None
+            ),
+            "compose_plugin": compose_info,
+            "deploy": deploy_vars(top, debs_info is not None, compose_info is not None),
         }
         writer.add_bytes("bundle.json", (json.dumps(info, indent=2) + "\n").encode())
         sums = "".join(f"{writer.sums[rel]}  {rel}\n" for rel in sorted(writer.sums))
@@ -606,8 +886,7 @@ def build(args: argparse.Namespace) -> Path:
     log(f"wrote {final} ({human(final.stat().st_size)})")
     log(
         f"on the air-gapped side: tar -xf {final.name} && python tools/bundle.py verify {top}; "
-        f"then model_cache_source=bundle model_cache_bundle_dir=$PWD/{top}/models "
-        f"stack_images_source=load stack_image_archive_dir=$PWD/{top}/images"
+        f"then ansible-playbook ansible/airgap.yml -e airgap_bundle_dir=$PWD/{top}"
     )
     return final
 
@@ -657,7 +936,7 @@ class Collected:
                 self.images[rel] = read_docker_archive(reader)
             except BundleError as err:
                 self.images[rel] = str(err)
-        elif rel in ("SHA256SUMS", "bundle.json"):
+        elif rel in ("SHA256SUMS", "bundle.json", "debs/Packages"):
             self.texts[rel] = reader.read()
         reader.drain()
         self.digests[rel], self.sizes[rel] = reader.hash.hexdigest(), reader.count
@@ -774,6 +1053,12 @@ def check(c: Collected, manifest_path: Path | None) -> tuple[list[str], dict | N
         accounted.add(w["file"])
         if w["file"] not in c.digests:
             problems.append(f"{w['file']}: bundle.json lists it but the file is missing")
+    problems += check_debs(c, info.get("debs"), accounted)
+    compose = info.get("compose_plugin")
+    if compose:
+        accounted.add(compose["file"])
+        if c.digests.get(compose["file"]) != compose["sha256"]:
+            problems.append(f"{compose['file']}: missing, or its sha256 differs from bundle.json")
     for rel in sorted(set(c.digests) - accounted - {"SHA256SUMS"}):
         problems.append(f"{rel}: in the bundle but not described in bundle.json")
 
@@ -789,6 +1074,34 @@ def check(c: Collected, manifest_path: Path | None) -> tuple[list[str], dict | N
                     "another manifest revision)"
                 )
     return problems, info
+
+
+def check_debs(c: Collected, debs: dict | None, accounted: set[str]) -> list[str]:
+    """Each package bundle.json lists is present with its sha256, and the repository's
+    Packages index names exactly those files with the same digests (apt checks them)."""
+    if not debs:
+        return []
+    problems = []
+    accounted |= {"debs/Packages", "debs/Release"}
+    for index in ("debs/Packages", "debs/Release"):
+        if index not in c.digests:
+            problems.append(f"{index}: missing, so apt cannot use debs/ as a repository")
+    indexed = {}
+    for stanza in c.texts.get("debs/Packages", b"").decode(errors="replace").split("\n\n"):
+        fields = control_fields(stanza)
+        if fields.get("Filename"):
+            indexed["debs/" + fields["Filename"].removeprefix("./")] = fields.get("SHA256")
+    for d in debs.get("files", []):
+        accounted.add(d["file"])
+        if d["file"] not in c.digests:
+            problems.append(f"{d['file']}: bundle.json lists it but the file is missing")
+        elif c.digests[d["file"]] != d["sha256"]:
+            problems.append(f"{d['file']}: sha256 differs from bundle.json")
+        if indexed.pop(d["file"], None) != d["sha256"]:
+            problems.append(f"{d['file']}: not in debs/Packages with the sha256 bundle.json has")
+    for rel in sorted(indexed):
+        problems.append(f"{rel}: in debs/Packages but not listed in bundle.json")
+    return problems
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -807,9 +1120,11 @@ def verify(args: argparse.Namespace) -> int:
         return 1
     n_models = len((info.get("models") or {}).get("artifacts", []))
     n_wheels = len((info.get("wheels") or {}).get("files", []))
+    n_debs = len((info.get("debs") or {}).get("files", []))
     print(
         f"bundle: {path} OK: {len(c.digests)} files match SHA256SUMS and bundle.json "
-        f"({n_models} model files, {len(info['images'])} images, {n_wheels} wheels; "
+        f"({n_models} model files, {len(info['images'])} images, {n_wheels} wheels, "
+        f"{n_debs} debs; "
         f"created {info['created']})"
     )
     return 0
@@ -824,9 +1139,13 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "Offline bundle for air-gapped deploys: one tar holding the model cache "
             "(models/), docker save archives of the service images (images/), optional "
-            "wheels (wheels/), bundle.json and SHA256SUMS. Unpack it on the controller and "
-            "set model_cache_source=bundle, model_cache_bundle_dir=<dir>/models, "
-            "stack_images_source=load, stack_image_archive_dir=<dir>/images."
+            "wheels (wheels/), Debian packages as a flat apt repository (debs/), a compose "
+            "plugin (bin/), bundle.json and SHA256SUMS. Unpack it on the controller and run "
+            "ansible/airgap.yml -e airgap_bundle_dir=<dir>, or set model_cache_source=bundle, "
+            "model_cache_bundle_dir=<dir>/models, stack_images_source=load, "
+            "stack_image_archive_dir=<dir>/images, docker_engine_source=bundle, "
+            "docker_engine_bundle_dir=<dir>/debs, espeak_ng_source=bundle, "
+            "espeak_ng_bundle_dir=<dir>/debs."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `tools/bundle.py build --help` or `tools/bundle.py verify --help`.",
@@ -920,6 +1239,29 @@ def parser() -> argparse.ArgumentParser:
         metavar="OPT",
         help="passed to pip download, e.g. --pip-option=--only-binary=:all: "
         "--pip-option=--platform=manylinux_2_28_x86_64 (repeatable)",
+    )
+    d = b.add_argument_group("Debian packages (into debs/, a flat apt repository; off by default)")
+    d.add_argument(
+        "--debs",
+        nargs="+",
+        default=[],
+        metavar="PKG",
+        help="packages a bare host needs, with every dependency it lacks; the word roles "
+        "stands for what docker_engine and espeak_ng install (and python3-apt), read from "
+        "the roles' vars for the image's release, e.g. --debs roles",
+    )
+    d.add_argument(
+        "--debs-image",
+        default=DEFAULT_DEBS_IMAGE,
+        metavar="IMAGE",
+        help="a bare host of the target release, run with docker; its apt resolves and "
+        f"downloads the packages (default: {DEFAULT_DEBS_IMAGE})",
+    )
+    d.add_argument(
+        "--compose-plugin",
+        metavar="FILE",
+        help="a compose v2 binary to ship as bin/docker-compose, for releases whose docker.io "
+        "has no compose (Debian 12)",
     )
     o = b.add_argument_group("output")
     o.add_argument("--out", default="dist", metavar="DIR", help="output folder (default: dist)")

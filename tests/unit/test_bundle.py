@@ -332,3 +332,203 @@ def test_cli_help_explains_the_layout_and_errors_exit_2(tmp_path):
         text=True,
     )
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+# ------------------------------------------------------------------ Debian packages (debs/)
+
+
+def make_deb(where: Path, package: str, version: str, depends: str = "") -> Path:
+    """A real, minimal .deb built with dpkg-deb (one file under /usr/share/doc)."""
+    if not shutil.which("dpkg-deb"):
+        _unavailable("no dpkg-deb on PATH (the Debian package dpkg)")
+    root = where / f"src-{package}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "usr/share/doc" / package).mkdir(parents=True)
+    (root / "usr/share/doc" / package / "README").write_text(f"{package} {version}\n")
+    control = (
+        f"Package: {package}\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: kokoro-deploy tests <tests@invalid>\n"
+        + (f"Depends: {depends}\n" if depends else "")
+        + f"Description: test package {package}\n a package made for tools/bundle.py tests\n"
+    )
+    (root / "DEBIAN/control").write_text(control)
+    out = where / f"{package}.deb"
+    r = subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def apt_simulate(repo: Path, work: Path, package: str) -> subprocess.CompletedProcess:
+    """apt itself, with a configuration that sees only `repo` and an empty dpkg status:
+    update, then simulate installing `package`."""
+    if not shutil.which("apt-get"):
+        _unavailable("no apt-get on PATH")
+    for d in ("lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d"):
+        (work / d).mkdir(parents=True, exist_ok=True)
+    (work / "status").write_text("")
+    (work / "etc/sources.list").write_text(f"deb [trusted=yes] file:{repo} ./\n")
+    opts = [
+        f"-oDir::State::status={work}/status",
+        f"-oDir::State::Lists={work}/lists",
+        f"-oDir::State::extended_states={work}/extended_states",
+        f"-oDir::Cache={work}/cache",
+        f"-oDir::Etc::SourceList={work}/etc/sources.list",
+        f"-oDir::Etc::SourceParts={work}/etc/sources.list.d",
+        f"-oDir::Etc::PreferencesParts={work}/etc/preferences.d",
+        "-oDebug::NoLocking=1",
+        "-oAPT::Sandbox::User=root" if os.geteuid() == 0 else "-oAPT::Sandbox::User=",
+    ]
+    r = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return subprocess.run(
+        ["apt-get", *opts, "-s", "install", package], capture_output=True, text=True
+    )
+
+
+def test_debs_become_a_flat_apt_repository_that_apt_resolves(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    debs = [
+        make_deb(src, "kd-test-app", "1.0-1", depends="kd-test-lib (>= 2.0)"),
+        make_deb(src, "kd-test-lib", "1:2.0-1"),  # an epoch: a colon in the version
+    ]
+    created = bundle.dt.datetime(2026, 11, 27, tzinfo=bundle.dt.UTC)
+    repo = tmp_path / "debs"
+    records = bundle.write_apt_repo(debs, repo, created)
+
+    assert [r["package"] for r in records] == ["kd-test-app", "kd-test-lib"]
+    assert records[1]["file"] == "debs/kd-test-lib_1_2.0-1_all.deb"  # no ':' nor '%3a'
+    held = sorted(p.name for p in repo.iterdir())
+    assert held == [
+        "Packages",
+        "Release",
+        "kd-test-app_1.0-1_all.deb",
+        "kd-test-lib_1_2.0-1_all.deb",
+    ]
+    for r in records:
+        assert _sha256((tmp_path / r["file"]).read_bytes()) == r["sha256"]
+    packages = (repo / "Packages").read_bytes()
+    assert b"Filename: ./kd-test-lib_1_2.0-1_all.deb\n" in packages
+    assert b"Version: 1:2.0-1\n" in packages and b" a package made for" in packages
+    release = (repo / "Release").read_text()
+    assert f" {_sha256(packages)} {len(packages)} Packages" in release
+    assert "Date: Fri, 27 Nov 2026 00:00:00 UTC" in release
+
+    r = apt_simulate(repo, tmp_path / "apt", "kd-test-app")
+    assert r.returncode == 0, r.stdout + r.stderr
+    installs = re.findall(r"^Inst (\S+)", r.stdout, re.M)
+    assert installs == ["kd-test-lib", "kd-test-app"], r.stdout
+
+
+def test_two_versions_of_one_package_or_a_non_deb_are_refused(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    debs = [make_deb(a, "kd-test-lib", "1.0"), make_deb(b, "kd-test-lib", "1.1")]
+    with pytest.raises(bundle.BundleError, match="two packages for kd-test-lib:all"):
+        bundle.write_apt_repo(debs, tmp_path / "repo", bundle.dt.datetime.now(bundle.dt.UTC))
+    junk = tmp_path / "junk.deb"
+    junk.write_bytes(b"not an ar archive")
+    with pytest.raises(bundle.BundleError, match=r"junk\.deb is not a Debian package"):
+        bundle.read_deb_control(junk)
+
+
+@pytest.mark.parametrize(
+    ("os_release", "expected"),
+    [
+        (
+            {"ID": "debian", "VERSION_ID": "12"},
+            ["docker.io", "espeak-ng", "espeak-ng-data", "libespeak-ng1", "python3-apt"],
+        ),
+        (
+            {"ID": "debian", "VERSION_ID": "13"},
+            ["docker.io", "docker-cli", "docker-compose", "espeak-ng", "espeak-ng-data"],
+        ),
+        ({"ID": "ubuntu", "VERSION_ID": "24.04"}, ["docker.io", "docker-compose-v2"]),
+    ],
+)
+def test_debs_roles_means_what_the_roles_install_on_that_release(os_release, expected):
+    got = bundle.expand_debs(["roles", "tini"], os_release)
+    assert got[: len(expected)] == expected
+    assert got[-1] == "tini" and "python3-apt" in got and len(got) == len(set(got))
+
+
+def test_debs_from_an_unsupported_release_or_with_a_bad_name_are_refused():
+    with pytest.raises(bundle.BundleError, match="roles support Debian and Ubuntu"):
+        bundle.expand_debs(["roles"], {"ID": "fedora", "VERSION_ID": "41"})
+    with pytest.raises(bundle.BundleError, match="is not a Debian package name"):
+        bundle.expand_debs(["docker.io; rm -rf /"], {"ID": "debian", "VERSION_ID": "12"})
+
+
+def test_compose_plugin_ships_executable_and_a_bad_one_leaves_nothing(tmp_path, capsys):
+    plugin = tmp_path / "docker-compose"
+    plugin.write_text("#!/bin/sh\necho 'Docker Compose version v9.9.9'\n")
+    plugin.chmod(0o644)
+    out = tmp_path / "dist"
+    assert build(out, "--no-models", "--compose-plugin", str(plugin)) == 2
+    assert "is not an executable file" in capsys.readouterr().err
+    assert nothing_in(out)
+
+    plugin.chmod(0o755)
+    assert build(out, "--no-models", "--compose-plugin", str(plugin), "--label", "p") == 0
+    archive = only_bundle(out)
+    assert bundle.main(["verify", str(archive)]) == 0
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("kokoro-deploy-bundle-p/bin/docker-compose")
+        assert member.mode == 0o755
+    top = extract(archive, tmp_path / "unpacked")
+    info = json.loads((top / "bundle.json").read_text())
+    assert info["compose_plugin"]["sha256"] == _sha256(plugin.read_bytes())
+    assert info["deploy"]["docker_engine_compose_binary_src"].endswith("/bin/docker-compose")
+    assert "docker_engine_source" not in info["deploy"]  # no debs/ in this bundle
+
+
+@pytest.fixture(scope="module")
+def debs_image():
+    """The local stand-in for a bare Debian 12 host (make testbed builds it)."""
+    image = os.environ.get("KOKORO_DEPLOY_BASE_IMAGE", "kokoro-deploy/debian:12")
+    if not shutil.which("docker") or docker("info").returncode != 0:
+        _unavailable("no Docker engine answers (start dockerd, e.g. tests/testbed/up.sh)")
+    if docker("image", "inspect", image).returncode != 0:
+        _unavailable(f"no image {image} (make testbed builds it)")
+    return image
+
+
+def test_debs_are_resolved_by_apt_in_the_target_image_and_verified(tmp_path, debs_image, capsys):
+    """tini needs nothing a bare host lacks: exactly one real package from Debian's archive."""
+    out = tmp_path / "dist"
+    rc = build(out, "--no-models", "--debs", "tini", "--debs-image", debs_image, "--label", "d")
+    assert rc == 0, capsys.readouterr().err
+    archive = only_bundle(out)
+    assert bundle.main(["verify", str(archive)]) == 0
+    assert "1 debs" in capsys.readouterr().out
+    top = extract(archive, tmp_path / "unpacked")
+    info = json.loads((top / "bundle.json").read_text())
+    (deb,) = info["debs"]["files"]
+    assert deb["package"] == "tini" and (top / deb["file"]).is_file()
+    assert info["debs"]["os_id"] == "debian" and info["debs"]["image"] == debs_image
+    assert info["deploy"]["docker_engine_source"] == "bundle"
+    assert info["deploy"]["espeak_ng_bundle_dir"].endswith("/debs")
+    assert "Package: tini\n" in (top / "debs/Packages").read_text()
+
+    (top / deb["file"]).write_bytes(b"tampered")
+    assert bundle.main(["verify", str(top)]) == 1
+    err = capsys.readouterr().err
+    assert f"FAIL {deb['file']}: sha256 differs from bundle.json" in err
+
+
+def test_an_unknown_package_fails_naming_it_and_leaves_nothing(tmp_path, debs_image, capsys):
+    out = tmp_path / "dist"
+    rc = build(
+        out, "--no-models", "--debs", "kokoro-deploy-no-such-package", "--debs-image", debs_image
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "could not download kokoro-deploy-no-such-package" in err
+    assert "Unable to locate package kokoro-deploy-no-such-package" in err
+    assert nothing_in(out)
+    assert docker("ps", "-aq", "--filter", "name=kokoro-deploy-bundle-debs-").stdout.strip() == b""
