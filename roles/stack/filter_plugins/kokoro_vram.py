@@ -69,6 +69,12 @@ MIB = 1024 * 1024
 # beyond them the plan extrapolates linearly (~737 MiB per extra worker: one more CUDA
 # stream with its own allocator pool).
 KOKORO_GPU_VRAM_MEASURED = {1: 2592, 4: 4802}
+# [BENCH-BATCH] docs/benchmarks/gpu-batching-2026-11-27: batched forward passes add
+# 1.8-2.7 MiB per padded token of KOKORO_BATCH_TOKENS per worker (torch's cache keeps
+# the peak); the plan counts the highest measured. The server batches the torch engine
+# on CUDA by default (16 inputs, 512 tokens); batch size 1 turns it off.
+KOKORO_BATCH_MIB_PER_TOKEN = 2.7
+KOKORO_BATCH_TOKENS_DEFAULT = 512
 # [BENCH-GPU] 2,592 process - 1,754 torch reserved: there from start, does not grow.
 KOKORO_CUDA_CONTEXT_MIB = 838
 # [BENCH-CPU] 1,096 MiB measured RSS, rounded up by ~10 % for voices and longer texts.
@@ -222,10 +228,21 @@ def kv_cache_mib(*args: Any, **kwargs: Any) -> int:
     return _mib_ceil(kv_cache_bytes(*args, **kwargs))
 
 
-def kokoro_gpu_vram_mib(workers: int) -> int:
-    """Kokoro's torch process VRAM for `workers` workers from [BENCH-GPU]'s two points."""
+def kokoro_gpu_vram_mib(workers: int, batch_tokens: int = 0) -> int:
+    """Kokoro's torch process VRAM for `workers` workers from [BENCH-GPU]'s two points,
+    plus [BENCH-BATCH]'s share per worker when passes are batched up to `batch_tokens`
+    (0: not batched)."""
     lo, hi = KOKORO_GPU_VRAM_MEASURED[1], KOKORO_GPU_VRAM_MEASURED[4]
-    return lo + math.ceil((max(1, workers) - 1) * (hi - lo) / 3)
+    workers = max(1, workers)
+    batched = math.ceil(workers * max(0, batch_tokens) * KOKORO_BATCH_MIB_PER_TOKEN)
+    return lo + math.ceil((workers - 1) * (hi - lo) / 3) + batched
+
+
+def _kokoro_batched_tokens(kokoro: dict) -> int:
+    """The padded tokens per pass when the server batches (torch on the GPU, batch size
+    0 = its default of 16, or above 1), else 0."""
+    on = kokoro["device"] == "gpu" and kokoro["engine"] == "torch" and kokoro["batch_size"] != 1
+    return kokoro["batch_tokens"] if on else 0
 
 
 def card_total_mib(gpu: dict, override_mib: int | None = None) -> tuple[int, str]:
@@ -355,13 +372,20 @@ def normalize_services(
         device, gpu = "cpu", None
     workers = _int(k.get("workers"), "stack_kokoro_workers", 1) or 1
     vram = _int(k.get("vram_mib"), "stack_kokoro_vram_mib", 0) or 0
+    auto_batch = str(k.get("batch_size", "auto")).strip().lower() in ("auto", "", "none")
+    batch_size = 0 if auto_batch else _int(k.get("batch_size"), "stack_kokoro_batch_size", 0)
+    tokens = _int(k.get("batch_tokens"), "stack_kokoro_batch_tokens", KOKORO_BATCH_TOKENS_DEFAULT)
+    if batch_size is None or batch_size < 0 or tokens is None or tokens < 0:
+        raise ValueError("stack_kokoro_batch_size (auto or 0 or more) and "
+                         "stack_kokoro_batch_tokens (0 or more): bad value")
     kokoro.update(
         device=device,
         gpu=gpu,
         engine=("torch" if device == "gpu" else "onnx") if engine == "auto" else engine,
         workers=workers,
+        batch_size=batch_size,
+        batch_tokens=tokens,
         vram_from_workers=not vram,
-        vram_mib=vram or kokoro_gpu_vram_mib(workers),
     )
     spec["kokoro"] = kokoro
 
@@ -422,6 +446,13 @@ def normalize_services(
             ),
         )
     spec["comfyui"] = comfy
+    if auto_batch:
+        # Batched passes buy throughput under concurrent load with VRAM; a card shared
+        # with a companion needs that VRAM more: batch only where Kokoro has the card.
+        shared = any(spec[s]["enabled"] and spec[s].get("device") == "gpu"
+                     and spec[s].get("gpu") == kokoro["gpu"] for s in ("llm", "comfyui"))
+        kokoro["batch_size"] = 1 if shared else 0
+    kokoro["vram_mib"] = vram or kokoro_gpu_vram_mib(workers, _kokoro_batched_tokens(kokoro))
     return spec
 
 
@@ -477,6 +508,7 @@ def _resident_rows(spec: dict) -> list[dict]:
                 "breakdown": {
                     "engine": kokoro["engine"],
                     "workers": kokoro["workers"],
+                    "batch_tokens": _kokoro_batched_tokens(kokoro),
                     # what may still grow after start: the torch cache, not the context
                     "growth_mib": max(0, kokoro["vram_mib"] - KOKORO_CUDA_CONTEXT_MIB)
                     if on_gpu
@@ -589,6 +621,8 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
             "device": "cuda" if kokoro["device"] == "gpu" else "cpu",
             "engine": kokoro["engine"],
             "workers": kokoro["workers"],
+            "batch_size": kokoro["batch_size"],
+            "batch_tokens": kokoro["batch_tokens"],
             "gpu": kokoro["gpu"],
             "vram_mib": kokoro["vram_mib"] if kokoro["device"] == "gpu" else 0,
         }
@@ -794,10 +828,18 @@ def suggest(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int = 
                     f"set stack_llm_n_gpu_layers to {layers} (of {llm['layers']}; the other "
                     "layers and their KV cache run on the CPU, slower)"
                 )
+    batched = _kokoro_batched_tokens(kokoro) if kokoro["enabled"] else 0
     if kokoro["enabled"] and kokoro["vram_from_workers"] and kokoro["workers"] > 1:
-        change = {"kokoro": {"workers": 1, "vram_mib": kokoro_gpu_vram_mib(1)}}
+        change = {"kokoro": {"workers": 1, "vram_mib": kokoro_gpu_vram_mib(1, batched)}}
         if kokoro["device"] == "gpu" and fits(change):
             out.append(f"lower stack_kokoro_workers to 1 (now {kokoro['workers']})")
+    if kokoro["enabled"] and kokoro["vram_from_workers"] and batched:
+        change = {"kokoro": {"batch_size": 1,
+                             "vram_mib": kokoro_gpu_vram_mib(kokoro["workers"])}}
+        if fits(change):
+            out.append("set stack_kokoro_batch_size to 1 (no batched forward passes: "
+                       f"{kokoro['vram_mib'] - kokoro_gpu_vram_mib(kokoro['workers'])} MiB "
+                       "less, about 1.6x less throughput under concurrent load)")
     restart_safe = comfy["enabled"] and comfy["reserve_policy"] == "restart_safe"
     if (
         restart_safe
@@ -875,7 +917,8 @@ def _row_note(row: dict, spec: dict) -> str:
     b = row["breakdown"]
     if row["service"] == "kokoro":
         workers = f"{b['workers']} worker" + ("s" if b["workers"] != 1 else "")
-        return f"{b['engine']}, {workers}" + ("" if row["device"] == "gpu" else ", host RAM")
+        batch = f", batches of {b['batch_tokens']} tokens" if b.get("batch_tokens") else ""
+        return f"{b['engine']}, {workers}{batch}" + ("" if row["device"] == "gpu" else ", host RAM")
     if row["service"] == "llm":
         llm = spec["llm"]
         kv = f"{llm['cache_type_k']}/{llm['cache_type_v']}, ctx {llm['ctx_size']}"

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Judge the fleet scenario's two rolls from what side_effect.yml collected:
+
+  DIR/roll-1/, DIR/roll-2/   the playbook's per-host reports (<host>.json), its output
+                             (output.log) and its exit status and duration (run.json)
+  DIR/poll/<host>.jsonl      each host's loopback client (fleet_poller.py)
+
+Roll 1 must update every host; roll 2 must stop at --broken after rolling it back and
+naming it and its failing check, with the hosts before it updated and the hosts after it
+untouched. While any host was being updated (from the start to the end of its report's
+window), every other host must have answered every request (and answered some). Prints a
+table and exits 1 with the reasons when anything is off.
+
+    check_roll.py DIR --hosts fleet-a fleet-b fleet-c --broken fleet-b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def load_roll(path: Path) -> tuple[dict, dict]:
+    run = json.loads((path / "run.json").read_text())
+    reports = {
+        p.stem: json.loads(p.read_text())
+        for p in sorted(path.glob("*.json"))
+        if p.name != "run.json"
+    }
+    run["output"] = (path / "output.log").read_text(errors="replace")
+    return run, reports
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir", type=Path)
+    ap.add_argument("--hosts", nargs="+", required=True)
+    ap.add_argument("--broken", required=True)
+    args = ap.parse_args()
+    problems: list[str] = []
+
+    run1, rep1 = load_roll(args.dir / "roll-1")
+    run2, rep2 = load_roll(args.dir / "roll-2")
+    polls = {
+        h: [
+            json.loads(line)
+            for line in (args.dir / "poll" / f"{h}.jsonl").read_text().splitlines()
+            if line
+        ]
+        for h in args.hosts
+    }
+
+    # Roll 1: every host updated, in turn.
+    if run1["rc"] != 0:
+        problems.append(f"roll 1 exited {run1['rc']}, expected 0")
+    for h in args.hosts:
+        if rep1.get(h, {}).get("outcome") != "updated":
+            problems.append(f"roll 1: {h} is not reported updated: {rep1.get(h)}")
+
+    # Roll 2: hosts before the broken one updated, the broken one rolled back, the rest untouched.
+    i = args.hosts.index(args.broken)
+    if run2["rc"] == 0:
+        problems.append("roll 2 exited 0, expected a failure")
+    for h in args.hosts[:i]:
+        if rep2.get(h, {}).get("outcome") != "updated":
+            problems.append(f"roll 2: {h} is not reported updated: {rep2.get(h)}")
+    b = rep2.get(args.broken, {})
+    if b.get("outcome") != "rolled_back":
+        problems.append(f"roll 2: {args.broken} is not reported rolled back: {b}")
+    if not str(b.get("check", "")).startswith("health"):
+        problems.append(
+            f"roll 2: {args.broken} failed check {b.get('check')!r}, expected the health check"
+        )
+    for h in args.hosts[i + 1 :]:
+        if h in rep2:
+            problems.append(f"roll 2: {h} was touched after the failure: {rep2[h]}")
+    said = f"Rolling update stopped at {args.broken}. Failing check: {b.get('check')}."
+    if said not in " ".join(run2["output"].split()):
+        problems.append(f"roll 2's output does not report {said!r}")
+    if "NO MORE HOSTS LEFT" not in run2["output"]:
+        problems.append("roll 2's play did not stop (no 'NO MORE HOSTS LEFT' in its output)")
+
+    # Windows: [started, finished] of every host's update (or update and rollback).
+    windows = [
+        (h, r["started"], r["finished"], n)
+        for n, reps in ((1, rep1), (2, rep2))
+        for h, r in reps.items()
+    ]
+    print(
+        f"{'host':10} {'requests':>8} {'failed':>6} {'failed outside own update':>26}  "
+        "answered while each other host was updated"
+    )
+    for h in args.hosts:
+        reqs = polls[h]
+        own = [(s, f) for (g, s, f, _n) in windows if g == h]
+        failed = [r for r in reqs if not r["ok"]]
+        outside = [r for r in failed if not any(s <= r["t"] <= f for s, f in own)]
+        during = []
+        for g, s, f, n in windows:
+            if g == h:
+                continue
+            inside = [r for r in reqs if s <= r["t"] <= f]
+            ok = sum(r["ok"] for r in inside)
+            during.append(f"{g}#{n}: {ok}/{len(inside)}")
+            if not inside or ok != len(inside):
+                problems.append(
+                    f"{h} answered {ok} of {len(inside)} requests while {g} was updated (roll {n})"
+                )
+        print(f"{h:10} {len(reqs):8} {len(failed):6} {len(outside):26}  {', '.join(during)}")
+        for r in outside[:5]:
+            problems.append(f"{h} failed a request outside its own update: {r}")
+        if not any(r["kind"] == "speech" and r["ok"] for r in reqs):
+            problems.append(f"{h}: no speech request succeeded")
+
+    for n, run in ((1, run1), (2, run2)):
+        print(f"roll {n}: exit {run['rc']}, {run['seconds']:.0f} s")
+    back = {k: v.get("image") for k, v in (b.get("running") or {}).items()}
+    print(
+        f"roll 2 stopped at {args.broken}: check {b.get('check')!r}, "
+        f"reason {b.get('summary')!r}; rolled back to {back} with {b.get('model_dir')}"
+    )
+    for n, reps in ((1, rep1), (2, rep2)):
+        print(
+            f"roll {n} per host: "
+            + ", ".join(
+                f"{h} {r['outcome']} in {r['finished'] - r['started']:.0f} s"
+                for h, r in reps.items()
+            )
+        )
+    for p in problems:
+        print("PROBLEM:", p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""A loopback client of one host's Kokoro server, run on that host during a rolling
+update: it calls GET /health every --interval seconds and, --speech-every seconds after
+the last one came back, asks for a short sentence of speech (spaced out so that three
+such clients do not starve two shared cores), and appends one JSON line per request to
+--out:
+
+    {"t": <epoch at send>, "kind": "health"|"speech", "ok": bool, "status": <http status>,
+     "ms": <latency>, "error": <text or null>}
+
+A request counts as ok only when it is answered 200 (speech: a WAV body). It runs until
+SIGTERM (systemctl stop). Standard library only: it runs on a bare host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+
+running = True
+
+
+def stop(*_args: object) -> None:
+    global running
+    running = False
+
+
+def call(url: str, body: dict | None, timeout: float) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def one(kind: str, url: str, timeout: float) -> dict:
+    """One request; ok only when answered 200 with the expected body."""
+    t = time.time()
+    start = time.monotonic()
+    status, error = None, None
+    try:
+        if kind == "health":
+            status, body = call(url + "/health", None, timeout)
+            ok = status == 200 and json.loads(body).get("status") == "ok"
+        else:
+            status, body = call(
+                url + "/v1/audio/speech",
+                {
+                    "model": "kokoro",
+                    "input": "Still serving.",
+                    "voice": "af_heart",
+                    "response_format": "wav",
+                    "stream": False,
+                },
+                timeout,
+            )
+            ok = status == 200 and body[:4] == b"RIFF"
+        if not ok:
+            error = f"answered {status}: {body[:200]!r}"
+    except Exception as exc:  # refused, reset, timed out: all failures of the service
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+    ms = round((time.monotonic() - start) * 1000, 1)
+    return {"t": round(t, 3), "kind": kind, "ok": ok, "status": status, "ms": ms, "error": error}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:8880")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--interval", type=float, default=0.5)
+    ap.add_argument("--speech-every", type=float, default=20.0)
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds for /health")
+    ap.add_argument("--speech-timeout", type=float, default=120.0)
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    next_speech = 0.0
+    with open(args.out, "a", buffering=1) as out:
+        while running:
+            now = time.monotonic()
+            if now >= next_speech:
+                out.write(json.dumps(one("speech", args.url, args.speech_timeout)) + "\n")
+                next_speech = time.monotonic() + args.speech_every
+            out.write(json.dumps(one("health", args.url, args.timeout)) + "\n")
+            time.sleep(max(0.0, args.interval - (time.monotonic() - now)))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
