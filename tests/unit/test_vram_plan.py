@@ -72,13 +72,13 @@ def plan(card: str | None, svc: dict, **kwargs) -> dict:
 # --- the 3 x 3 matrix ----------------------------------------------------------------
 # (card, combination) -> (fits, ComfyUI mode, --reserve-vram GiB, free MiB after plan)
 MATRIX = {
-    ("32GB", "kokoro"): (True, None, None, 28991),
+    ("32GB", "kokoro"): (True, None, None, 27608),
     ("32GB", "kokoro+llm"): (True, None, None, 22274),
     ("32GB", "kokoro+llm+comfyui"): (True, "offload", 10.1, 0),
-    ("24GB", "kokoro"): (True, None, None, 20948),
+    ("24GB", "kokoro"): (True, None, None, 19565),
     ("24GB", "kokoro+llm"): (True, None, None, 14231),
     ("24GB", "kokoro+llm+comfyui"): (True, "offload", 10.1, 0),
-    ("16GB", "kokoro"): (True, None, None, 12760),
+    ("16GB", "kokoro"): (True, None, None, 11377),
     ("16GB", "kokoro+llm"): (True, None, None, 6043),
     ("16GB", "kokoro+llm+comfyui"): (False, None, 10.1, -7372),
 }
@@ -307,10 +307,39 @@ def test_kokoro_workers_scale_its_vram_from_the_measurements():
     assert kv.kokoro_gpu_vram_mib(1) == 2592
     assert kv.kokoro_gpu_vram_mib(4) == 4802
     assert kv.kokoro_gpu_vram_mib(2) == 2592 + 737
-    result = plan("32GB", services(kokoro={"workers": 4}))
+    result = plan("32GB", services(kokoro={"workers": 4, "batch_size": 1}))
     assert result["rows"][0]["planned_mib"] == 4802
     explicit = plan("32GB", services(kokoro={"vram_mib": 2600}))
     assert explicit["rows"][0]["planned_mib"] == 2600
+
+
+def test_batched_passes_add_their_measured_share_per_worker_and_token():
+    assert kv.kokoro_gpu_vram_mib(1, 512) == 2592 + 1383
+    assert kv.kokoro_gpu_vram_mib(2, 1024) == 2592 + 737 + 5530
+    # Measured on an H100 (docs/benchmarks/gpu-batching-2026-11-27): the plan is above.
+    for workers, tokens, measured in ((1, 512, 3534), (1, 1024, 5332), (2, 1024, 7258),
+                                      (2, 2048, 12478), (4, 1024, 11274)):
+        assert kv.kokoro_gpu_vram_mib(workers, tokens) >= measured
+
+
+def test_kokoro_batches_by_default_only_where_it_has_the_card_to_itself():
+    alone = plan("32GB", services(kokoro={"workers": 2, "batch_tokens": 1024}))
+    assert alone["knobs"]["kokoro"]["batch_size"] == 0  # the server's default: batched
+    assert alone["rows"][0]["planned_mib"] == kv.kokoro_gpu_vram_mib(2, 1024)
+    assert "batches of 1024 tokens" in alone["table"]
+    shared = plan("32GB", services("llm"))
+    assert shared["knobs"]["kokoro"]["batch_size"] == 1
+    assert shared["rows"][0]["planned_mib"] == 2592
+    forced = plan("32GB", services("llm", kokoro={"batch_size": 16}))
+    assert forced["rows"][0]["planned_mib"] == kv.kokoro_gpu_vram_mib(1, 512)
+    cpu = plan("32GB", services(kokoro={"device": "cpu"}))
+    assert cpu["rows"][0]["planned_mib"] == 0
+
+
+def test_a_kokoro_too_big_for_its_card_is_told_to_stop_batching():
+    result = plan("32GB", services(kokoro={"workers": 8, "batch_tokens": 4096}))
+    assert not result["fits"]
+    assert any(s.startswith("set stack_kokoro_batch_size to 1") for s in result["suggestions"])
 
 
 # --- CPU-only hosts -------------------------------------------------------------------
@@ -385,7 +414,7 @@ def test_device_cpu_keeps_a_service_off_the_gpu():
     llm = next(r for r in result["rows"] if r["service"] == "llm")
     assert (llm["device"], llm["planned_mib"]) == ("cpu", 0)
     assert result["knobs"]["llm"]["n_gpu_layers"] == 0
-    assert result["free_mib"] == 28991
+    assert result["free_mib"] == 27608  # Kokoro has the card to itself: batched
 
 
 # --- unknown total VRAM ---------------------------------------------------------------
