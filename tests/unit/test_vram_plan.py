@@ -336,6 +336,13 @@ def test_kokoro_batches_by_default_only_where_it_has_the_card_to_itself():
     assert cpu["rows"][0]["planned_mib"] == 0
 
 
+@pytest.mark.parametrize("kokoro", [{"batch_size": -1}, {"batch_size": "many"},
+                                    {"batch_tokens": -512}])
+def test_bad_batch_settings_name_both_variables(kokoro):
+    with pytest.raises(ValueError, match="stack_kokoro_batch_size"):
+        plan("32GB", services(kokoro=kokoro))
+
+
 def test_a_kokoro_too_big_for_its_card_is_told_to_stop_batching():
     result = plan("32GB", services(kokoro={"workers": 8, "batch_tokens": 4096}))
     assert not result["fits"]

@@ -34,6 +34,7 @@ def test_api_keys_never_appear_in_the_settings_repr():
                                        ({"KOKORO_DEVICE": "gpu"}, "KOKORO_DEVICE"),
                                        ({"KOKORO_WORKERS": "0"}, "KOKORO_WORKERS"),
                                        ({"KOKORO_BATCH_SIZE": "-1"}, "KOKORO_BATCH_SIZE"),
+                                       ({"KOKORO_BATCH_TOKENS": "-5"}, "KOKORO_BATCH_TOKENS"),
                                        ({"KOKORO_PORT": "http"}, "KOKORO_PORT"),
                                        ({"KOKORO_WARMUP": "maybe"}, "KOKORO_WARMUP"),
                                        ({"KOKORO_NORMALIZE": "maybe"}, "KOKORO_NORMALIZE")])
