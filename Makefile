@@ -40,11 +40,11 @@ test: venv  ## Everything CI runs: test bed, lint, unit tests, server tests, Mol
 bench: testbed  ## Server benchmark; results go to docs/benchmarks/.
 	python tests/bench/bench.py
 
-images: testbed  ## Build the CPU service images (Kokoro, llama-server) and save them to .cache/images.
+images: testbed  ## Build the CPU service images (Kokoro, llama-server, the TLS proxy) and save them to .cache/images.
 	bash tests/testbed/service_images.sh
 
 bundle: images  ## One archive for air-gapped hosts (models, images, Debian packages, compose, SHA256SUMS) in dist/.
-	python tools/bundle.py build --models-from .cache/mirror --images kokoro-deploy/kokoro:cpu kokoro-deploy/llm:cpu --debs roles --debs-image $(KOKORO_DEPLOY_BASE_IMAGE) --compose-plugin /usr/local/lib/docker/cli-plugins/docker-compose --out dist/ $(BUNDLE_ARGS)
+	python tools/bundle.py build --models-from .cache/mirror --images kokoro-deploy/kokoro:cpu kokoro-deploy/llm:cpu kokoro-deploy/proxy:latest --debs roles --debs-image $(KOKORO_DEPLOY_BASE_IMAGE) --compose-plugin /usr/local/lib/docker/cli-plugins/docker-compose --out dist/ $(BUNDLE_ARGS)
 
 image-cpu: testbed  ## Build the Kokoro CPU image (ONNX engine, no torch).
 	docker build -f images/kokoro/Dockerfile -t kokoro-deploy/kokoro:cpu .

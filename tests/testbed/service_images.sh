@@ -4,13 +4,14 @@
 # as a tarball for `docker load`:
 #   kokoro-deploy/kokoro:cpu  images/kokoro/Dockerfile  -> .cache/images/kokoro-deploy_kokoro_cpu.tar
 #   kokoro-deploy/llm:cpu     images/llm/Dockerfile     -> .cache/images/kokoro-deploy_llm_cpu.tar
+#   kokoro-deploy/proxy:latest images/proxy/Dockerfile  -> .cache/images/kokoro-deploy_proxy_latest.tar
 # (named after the image with / and : as _, as roles/stack's stack_images_source=load
 # and tools/bundle.py expect)
 # Each image carries a recipe label (a digest of its build context, build arguments and
 # base image ID): an unchanged recipe is not rebuilt, and a tarball is rewritten only
 # when the image ID differs from the one stored beside it (<tar>.id). A rerun with
 # nothing changed takes seconds.
-#   tests/testbed/service_images.sh [kokoro] [llm]     (default: both)
+#   tests/testbed/service_images.sh [kokoro] [llm] [proxy]     (default: all)
 # Environment: KOKORO_DEPLOY_BASE_IMAGE (default kokoro-deploy/debian:12),
 # KOKORO_DEPLOY_EXTRA_CA (the CA bundle pip in the Kokoro build trusts),
 # KOKORO_DEPLOY_BUILD_JOBS (compile jobs for llama.cpp; unset: one per CPU. Setting it
@@ -107,15 +108,21 @@ llm() {
   timed "save llm:cpu" save "$tag"
 }
 
+proxy() {
+  local tag=kokoro-deploy/proxy:latest
+  timed "image proxy" build "$tag" "$root/images/proxy" "$root/images/proxy/Dockerfile"
+  timed "save proxy" save "$tag"
+}
+
 main() {
   docker info >/dev/null 2>&1 || die "no Docker engine answers (run tests/testbed/up.sh)"
   docker image inspect "$base" >/dev/null 2>&1 || die "base image $base is absent (run tests/testbed/up.sh)"
   local what targets=("$@")
-  [ ${#targets[@]} -gt 0 ] || targets=(kokoro llm)
+  [ ${#targets[@]} -gt 0 ] || targets=(kokoro llm proxy)
   for what in "${targets[@]}"; do
     case $what in
-      kokoro | llm) "$what" ;;
-      *) die "unknown image: $what (kokoro or llm)" ;;
+      kokoro | llm | proxy) "$what" ;;
+      *) die "unknown image: $what (kokoro, llm or proxy)" ;;
     esac
   done
 }

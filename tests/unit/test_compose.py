@@ -24,22 +24,34 @@ def _env_keys(text: str) -> set[str]:
     return set(re.findall(r"^([A-Z0-9_]+)=", text, re.M))
 
 
+COMPOSE_FILES = ("compose.yml", "compose.gpu.yml", "compose.publish.yml", "compose.proxy.yml")
+
+
 def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
-    if shutil.which("docker") is None or subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, check=False
-    ).returncode:
+    if (
+        shutil.which("docker") is None
+        or subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+    ):
         reason = "the docker compose plugin is not installed (tests/testbed/up.sh installs it)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    for name in ("compose.yml", "compose.gpu.yml"):
+    for name in COMPOSE_FILES:
         shutil.copy(COMPOSE / name, tmp_path)
     env = (COMPOSE / ".env.example").read_text()
     env = re.sub(r"^COMPOSE_FILE=.*$", f"COMPOSE_FILE={':'.join(files)}", env, flags=re.M)
     env = re.sub(r"^COMPOSE_PROFILES=.*$", f"COMPOSE_PROFILES={profiles}", env, flags=re.M)
+    internal = str("compose.proxy.yml" in files and "compose.publish.yml" not in files).lower()
+    env = re.sub(
+        r"^SERVICES_NETWORK_INTERNAL=.*$", f"SERVICES_NETWORK_INTERNAL={internal}", env, flags=re.M
+    )
     (tmp_path / ".env").write_text(env)
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "kokoro_api_keys").write_text("")
+    (tmp_path / "secrets" / "llm_api_keys").write_text("")
+    (tmp_path / "secrets" / "proxy").mkdir()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "KOKORO_"))}
     out = subprocess.run(
         ["docker", "compose", "config", "--format", "yaml"],
@@ -56,27 +68,53 @@ def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
 @pytest.mark.parametrize(
     ("files", "profiles", "services"),
     [
-        (["compose.yml"], "", {"kokoro"}),
-        (["compose.yml"], "llm", {"kokoro", "llm"}),
-        (["compose.yml", "compose.gpu.yml"], "llm,comfyui", {"kokoro", "llm", "comfyui"}),
-        (["compose.yml", "compose.gpu.yml"], "comfyui", {"kokoro", "comfyui"}),
+        (["compose.yml", "compose.publish.yml"], "", {"kokoro"}),
+        (["compose.yml", "compose.publish.yml"], "llm", {"kokoro", "llm"}),
+        (
+            ["compose.yml", "compose.gpu.yml", "compose.publish.yml"],
+            "llm,comfyui",
+            {"kokoro", "llm", "comfyui"},
+        ),
+        (
+            ["compose.yml", "compose.gpu.yml", "compose.publish.yml"],
+            "comfyui",
+            {"kokoro", "comfyui"},
+        ),
+        (["compose.yml", "compose.proxy.yml"], "", {"kokoro", "proxy"}),
+        (["compose.yml", "compose.proxy.yml"], "llm", {"kokoro", "llm", "proxy"}),
+        (
+            ["compose.yml", "compose.gpu.yml", "compose.proxy.yml"],
+            "llm,comfyui",
+            {"kokoro", "llm", "comfyui", "proxy"},
+        ),
     ],
 )
 def test_compose_accepts_every_combination_the_kit_renders(tmp_path, files, profiles, services):
     project = config(tmp_path, files, profiles)
     assert set(project["services"]) == services
     gpu = "compose.gpu.yml" in files
+    publish = "compose.publish.yml" in files
     for name, svc in project["services"].items():
         devices = svc.get("deploy", {}).get("resources", {}).get("reservations", {})
-        assert bool(devices.get("devices")) == gpu, f"{name}: GPU device request {devices}"
+        want_gpu = gpu and name != "proxy"
+        assert bool(devices.get("devices")) == want_gpu, f"{name}: GPU device request {devices}"
         for mount in svc["volumes"]:
             if mount["type"] == "bind" and "/models" in mount["target"]:
                 assert mount.get("read_only"), f"{name}: model mount {mount['target']} is writable"
-        assert all(p["host_ip"] == "127.0.0.1" for p in svc["ports"]), (name, svc["ports"])
+        if name == "proxy":
+            assert [(p["host_ip"], p["published"]) for p in svc["ports"]] == [("0.0.0.0", "443")]
+            assert set(svc["networks"]) == {"default", "edge"}
+        elif publish:
+            assert all(p["host_ip"] == "127.0.0.1" for p in svc["ports"]), (name, svc["ports"])
+        else:
+            assert not svc.get("ports"), f"{name} is published beside the proxy: {svc['ports']}"
+    internal = project["networks"]["default"].get("internal", False)
+    assert internal == ("proxy" in services and not publish), project["networks"]
 
 
 def test_every_service_is_confined_checked_and_ordered_by_health():
     services = yaml.safe_load((COMPOSE / "compose.yml").read_text())["services"]
+    services |= yaml.safe_load((COMPOSE / "compose.proxy.yml").read_text())["services"]
     for name, svc in services.items():
         assert svc["restart"] == "unless-stopped", name
         assert svc["healthcheck"]["test"], name
@@ -91,7 +129,7 @@ def test_every_service_is_confined_checked_and_ordered_by_health():
 
 def test_every_setting_is_documented_and_rendered_by_the_role():
     used = set()
-    for name in ("compose.yml", "compose.gpu.yml"):
+    for name in COMPOSE_FILES:
         used |= set(VARIABLE.findall((COMPOSE / name).read_text()))
     documented = _env_keys((COMPOSE / ".env.example").read_text())
     rendered = _env_keys((REPO / "roles/stack/templates/env.j2").read_text())

@@ -5,8 +5,12 @@ the host it runs on, and print one JSON object with the findings.
     stack_smoke.py [--env /opt/kokoro-deploy/stack/.env] [--vram]
     stack_smoke.py --kokoro-url http://127.0.0.1:8880 [--kokoro-key KEY]
 
-Reads ports, profiles and the Kokoro key file from the project's .env. For Kokoro: /health
-is ready, one sentence comes back from /v1/audio/speech as 24 kHz WAV with real signal
+Reads ports, profiles and the key files from the project's .env. With the TLS proxy
+(compose.proxy.yml) every call goes through it, as a remote client's would: to
+https://localhost:<PROXY_PORT>/kokoro and /llm, and ComfyUI's own host name, verified
+against the proxy's CA (proxy-ca.crt beside .env, else the system's), each with its
+service's key; a call without a key must get 401. For Kokoro: /health is ready, one
+sentence comes back from /v1/audio/speech as 24 kHz WAV with real signal
 (a server that does not answer at all is also marked "unreachable"). --kokoro-url checks
 only the Kokoro server at that URL, with no .env read.
 For the LLM (profile llm): /health, then a chat completion that produces tokens. For
@@ -21,10 +25,13 @@ from __future__ import annotations
 
 import argparse
 import array
+import http.client
 import io
 import json
 import math
 import re
+import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -46,17 +53,49 @@ def read_env(path: Path) -> dict[str, str]:
     return env
 
 
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a host name (SNI, certificate check) at the loopback address: the proxy's
+    other host names need not resolve on the host itself."""
+
+    def connect(self) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _PinnedHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_PinnedHTTPS, req, context=self._context)
+
+
+# Set by main() with the proxy: the TLS context its certificates verify against.
+TLS: ssl.SSLContext | None = None
+
+
 def call(url: str, body: dict | None = None, key: str = "") -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    urlopen = (
+        urllib.request.build_opener(_PinnedHandler(context=TLS)).open
+        if TLS
+        else urllib.request.urlopen
+    )
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        with urlopen(req, timeout=TIMEOUT) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def check_refused_without_key(url: str) -> dict:
+    status, body = call(url)
+    ok = status == 401
+    return {
+        "ok": ok,
+        "error": None if ok else f"{url} without a key answered {status}: {body[:200]!r}",
+    }
 
 
 def base_url(env: dict, prefix: str, default_port: str) -> str:
@@ -78,7 +117,7 @@ def check(fn, *args) -> dict:
 
 def check_kokoro(url: str, key: str) -> dict:
     try:
-        status, body = call(url + "/health")
+        status, body = call(url + "/health", key=key)
     except urllib.error.URLError as exc:  # nothing answers there (HTTP errors are answers)
         return {"ok": False, "unreachable": True, "error": f"{type(exc).__name__}: {exc}"}
     health = json.loads(body or b"{}")
@@ -118,8 +157,8 @@ def check_kokoro(url: str, key: str) -> dict:
     }
 
 
-def check_llm(url: str, alias: str) -> dict:
-    status, body = call(url + "/health")
+def check_llm(url: str, alias: str, key: str = "") -> dict:
+    status, body = call(url + "/health", key=key)
     if status != 200:
         return {"ok": False, "error": f"/health answered {status}: {body[:300]!r}"}
     status, body = call(
@@ -130,6 +169,7 @@ def check_llm(url: str, alias: str) -> dict:
             "temperature": 0,
             "messages": [{"role": "user", "content": "Say hello."}],
         },
+        key,
     )
     if status != 200:
         return {"ok": False, "error": f"/v1/chat/completions answered {status}: {body[:300]!r}"}
@@ -145,8 +185,8 @@ def check_llm(url: str, alias: str) -> dict:
     }
 
 
-def check_comfyui(url: str) -> dict:
-    status, body = call(url + "/system_stats")
+def check_comfyui(url: str, key: str = "") -> dict:
+    status, body = call(url + "/system_stats", key=key)
     if status != 200:
         return {"ok": False, "error": f"/system_stats answered {status}: {body[:300]!r}"}
     devices = json.loads(body).get("devices", [])
@@ -222,13 +262,37 @@ def main() -> None:
         return
     env = read_env(args.env)
     profiles = {p for p in env.get("COMPOSE_PROFILES", "").split(",") if p}
-    keys_file = args.env.parent / env.get("KOKORO_API_KEYS_FILE", "secrets/kokoro_api_keys")
-    keys = keys_file.read_text().split() if keys_file.is_file() else []
-    out = {"kokoro": check(check_kokoro, base_url(env, "KOKORO", "8880"), keys[0] if keys else "")}
+    secrets = args.env.parent / "secrets"
+
+    def first_key(service: str) -> str:
+        path = secrets / f"{service}_api_keys"
+        keys = path.read_text().split() if path.is_file() else []
+        return keys[0] if keys else ""
+
+    urls = {
+        "kokoro": base_url(env, "KOKORO", "8880"),
+        "llm": base_url(env, "LLM", "8080"),
+        "comfyui": base_url(env, "COMFYUI", "8188"),
+    }
+    out = {}
+    if "compose.proxy.yml" in env.get("COMPOSE_FILE", "").split(":"):
+        global TLS  # one context for every call of this run
+        ca = args.env.parent / "proxy-ca.crt"
+        TLS = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
+        port = env.get("PROXY_PORT", "443")
+        front = f"https://localhost:{port}"
+        urls = {
+            "kokoro": f"{front}/kokoro",
+            "llm": f"{front}/llm",
+            "comfyui": f"https://{env.get('PROXY_COMFYUI_SERVER_NAME', '')}:{port}",
+        }
+        out["proxy_auth"] = check(check_refused_without_key, urls["kokoro"] + "/v1/audio/voices")
+    out["kokoro"] = check(check_kokoro, urls["kokoro"], first_key("kokoro"))
     if "llm" in profiles:
-        out["llm"] = check(check_llm, base_url(env, "LLM", "8080"), env.get("LLM_MODEL_ALIAS", ""))
+        alias = env.get("LLM_MODEL_ALIAS", "")
+        out["llm"] = check(check_llm, urls["llm"], alias, first_key("llm"))
     if "comfyui" in profiles:
-        out["comfyui"] = check(check_comfyui, base_url(env, "COMFYUI", "8188"))
+        out["comfyui"] = check(check_comfyui, urls["comfyui"], first_key("comfyui"))
     if args.vram:
         out["vram"] = vram_inputs(env.get("COMPOSE_PROJECT_NAME", "kokoro"))
     print(json.dumps(out))

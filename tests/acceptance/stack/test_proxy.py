@@ -1,0 +1,244 @@
+"""The TLS front door (roles/stack with stack_proxy_enabled): the only published port;
+every route refuses a request without its service's key and answers with it; TLS
+verifies against the CA the proxy generated; the services' own ports cannot be reached
+from the host or from a container outside the compose network; key files are private;
+no key appears in a log, a rendered file or a container's configuration; and a rotated
+key stops working. Skipped on hosts whose stack runs without the proxy.
+
+Settings (environment), besides KOKORO_STACK_DIR:
+  KOKORO_ANSIBLE_LOG       the controller's Ansible log of the deploy (ANSIBLE_LOG_PATH),
+                           also searched for keys
+  KOKORO_ROTATED_KEY_FILE  a Kokoro key that ansible/rotate_keys.yml replaced
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT = os.environ.get("KOKORO_STACK_DIR", "/opt/kokoro-deploy/stack")
+
+# Runs on the host: each request as {url, key, name (TLS server name), ca, method},
+# answered with {status} or {error}. Standard library only.
+CLIENT = r"""
+import http.client, json, socket, ssl, sys, urllib.parse
+out = []
+for r in json.loads(sys.argv[1]):
+    u = urllib.parse.urlsplit(r["url"])
+    ctx = ssl.create_default_context(cafile=r.get("ca") or None)
+    try:
+        sock = socket.create_connection((u.hostname, u.port), timeout=30)
+        if u.scheme == "https":
+            sock = ctx.wrap_socket(sock, server_hostname=r.get("name") or u.hostname)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        conn.sock = sock
+        headers = {"Content-Type": "application/json", "Host": r.get("name") or u.hostname}
+        if r.get("key"):
+            headers["Authorization"] = "Bearer " + r["key"]
+        body = json.dumps(r["body"]).encode() if r.get("body") else None
+        conn.request(r.get("method", "GET"), u.path or "/", body=body, headers=headers)
+        resp = conn.getresponse()
+        out.append({"status": resp.status, "body": resp.read(400).decode("utf-8", "replace")})
+    except Exception as exc:
+        out.append({"error": type(exc).__name__ + ": " + str(exc)})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def env(host):
+    f = host.file(f"{PROJECT}/.env")
+    if not f.exists:
+        pytest.skip(f"no compose project at {PROJECT} (roles/stack has not run on this host)")
+    pairs = (ln.split("=", 1) for ln in f.content_string.splitlines() if "=" in ln and ln[0] != "#")
+    env = {k.strip(): v.strip() for k, v in pairs}
+    if "compose.proxy.yml" not in env.get("COMPOSE_FILE", ""):
+        pytest.skip("this host's stack runs without the TLS proxy (stack_proxy_enabled)")
+    return env
+
+
+@pytest.fixture(scope="module")
+def keys(host, env):
+    out = {}
+    for service in ("kokoro", "llm", "comfyui"):
+        f = host.file(f"{PROJECT}/secrets/{service}_api_keys")
+        if f.exists:
+            out[service] = host.check_output("cat %s", f.path).split()
+    return out
+
+
+@pytest.fixture(scope="module")
+def fetch(host, env):
+    port = env.get("PROXY_PORT", "443")
+    name = env["PROXY_SERVER_NAMES"].split(",")[0]
+
+    def fetch(requests):
+        for r in requests:
+            r.setdefault("url", f"https://127.0.0.1:{port}{r.pop('path', '')}")
+            r.setdefault("name", name)
+            r.setdefault("ca", f"{PROJECT}/proxy-ca.crt")
+        return json.loads(host.check_output("python3 -c %s %s", CLIENT, json.dumps(requests)))
+
+    return fetch
+
+
+def routes(env):
+    """(method, path, body, service) of every route the proxy serves."""
+    llm = "llm" in env.get("COMPOSE_PROFILES", "")
+    speech = {"model": "kokoro", "input": "Hello.", "voice": "af_heart", "response_format": "wav"}
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    out = [
+        ("GET", "/v1/audio/voices", None, "kokoro"),
+        ("POST", "/v1/audio/speech", speech, "kokoro"),
+        ("GET", "/kokoro/health", None, "kokoro"),
+        ("GET", "/kokoro/metrics", None, "kokoro"),
+        ("GET", "/v1/models", None, "llm" if llm else "kokoro"),
+    ]
+    if llm:
+        out += [
+            ("POST", "/v1/chat/completions", chat, "llm"),
+            ("GET", "/llm/health", None, "llm"),
+            ("GET", "/llm/metrics", None, "llm"),
+        ]
+    return out
+
+
+def test_only_the_proxy_publishes_a_port(host, env):
+    project = env.get("COMPOSE_PROJECT_NAME", "kokoro")
+    ids = host.check_output("docker ps -q --filter label=com.docker.compose.project=%s", project)
+    published = {}
+    for c in json.loads(host.check_output("docker inspect " + " ".join(ids.split()))):
+        service = c["Config"]["Labels"]["com.docker.compose.service"]
+        ports = c["NetworkSettings"]["Ports"] or {}
+        published[service] = sorted(
+            f"{b['HostIp']}:{b['HostPort']}" for bs in ports.values() for b in (bs or [])
+        )
+    want = f"{env.get('PROXY_BIND_ADDRESS', '0.0.0.0')}:{env.get('PROXY_PORT', '443')}"
+    assert published.pop("proxy") == [want]
+    assert all(not p for p in published.values()), published
+
+
+def test_every_route_refuses_a_request_without_its_key(env, keys, fetch):
+    wrong = {"kokoro": keys.get("llm", ["x" * 43])[0], "llm": keys["kokoro"][0]}
+    cases = []
+    for method, path, body, service in routes(env):
+        for key in ("", "not-a-key-0123456789", wrong[service]):
+            cases.append({"method": method, "path": path, "body": body, "key": key})
+    cases.append({"path": "/no/such/route"})
+    answers = fetch([dict(c) for c in cases])
+    refused = [(c.get("method", "GET"), c["path"], a) for c, a in zip(cases, answers, strict=True)]
+    assert all(a.get("status") == 401 for _, _, a in refused), [
+        r for r in refused if r[2].get("status") != 401
+    ]
+
+
+def test_every_route_answers_with_its_key(env, keys, fetch):
+    cases = [{"method": m, "path": p, "body": b, "key": keys[s][0]} for m, p, b, s in routes(env)]
+    answers = fetch([dict(c) for c in cases])
+    for case, answer in zip(cases, answers, strict=True):
+        assert answer.get("status") == 200, (case["path"], answer)
+    metrics = answers[[c["path"] for c in cases].index("/kokoro/metrics")]["body"]
+    assert "kokoro_" in metrics, metrics
+    unknown = fetch([{"path": "/no/such/route", "key": keys["kokoro"][0]}])[0]
+    assert unknown.get("status") == 404, unknown
+
+
+def test_tls_verifies_against_the_generated_ca_only(env, keys, fetch):
+    names = env["PROXY_SERVER_NAMES"].split(",")
+    key = keys["kokoro"][0]
+    good = fetch([{"path": "/v1/audio/voices", "key": key, "name": n} for n in names])
+    assert all(a.get("status") == 200 for a in good), dict(zip(names, good, strict=True))
+    untrusted = fetch([{"path": "/v1/audio/voices", "key": key, "ca": ""}])[0]
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.get("error", ""), untrusted
+
+
+def test_service_ports_are_unreachable_outside_the_compose_network(host, env):
+    project = env.get("COMPOSE_PROJECT_NAME", "kokoro")
+    network = f"{project}_default"
+    inspect = json.loads(host.check_output("docker network inspect %s", network))[0]
+    assert inspect["Internal"] is True, "the services' network is not internal"
+    kokoro_ip = next(
+        c["IPv4Address"].split("/")[0]
+        for c in inspect["Containers"].values()
+        if c["Name"].endswith("kokoro-1")
+    )
+    image = env["KOKORO_IMAGE"]
+    probe = "import socket; socket.create_connection(('%s', 8880), timeout=5); print('open')"
+
+    def from_container(net):
+        return host.run(
+            "docker run --rm --network %s --entrypoint python3 %s -c %s",
+            net,
+            image,
+            probe % kokoro_ip,
+        )
+
+    inside = from_container(network)
+    assert inside.rc == 0 and "open" in inside.stdout, f"control failed: {inside.stderr}"
+    outside = from_container("bridge")
+    assert outside.rc != 0, "a container outside the compose network reached Kokoro"
+    for port in ("8880", "8080", "8188"):
+        on_host = host.run(
+            "python3 -c %s", probe.replace("'%s'", "'127.0.0.1'").replace("8880", port)
+        )
+        assert on_host.rc != 0, f"port {port} answers on the host"
+
+
+def test_key_files_are_readable_only_by_their_service(host, keys):
+    owners = {"kokoro": 10001, "llm": 10002, "comfyui": 0}
+    for service in keys:
+        f = host.file(f"{PROJECT}/secrets/{service}_api_keys")
+        assert (f.mode, f.uid) == (0o400, owners[service]), service
+    folder = host.file(f"{PROJECT}/secrets/proxy")
+    assert (folder.mode, folder.uid) == (0o500, 10004)
+    caddyfile = host.file(f"{PROJECT}/secrets/proxy/Caddyfile")
+    assert (caddyfile.mode, caddyfile.uid) == (0o400, 10004)
+
+
+def test_no_key_leaks_into_logs_rendered_files_or_container_config(host, env, keys):
+    every_key = [k for ks in keys.values() for k in ks]
+    rotated = Path(os.environ.get("KOKORO_ROTATED_KEY_FILE", "/nonexistent"))
+    if rotated.is_file():
+        every_key += rotated.read_text().split()
+    project = env.get("COMPOSE_PROJECT_NAME", "kokoro")
+    ids = host.check_output("docker ps -aq --filter label=com.docker.compose.project=%s", project)
+    haystacks = {
+        "rendered files": host.check_output(
+            "find %s -path %s -prune -o -type f -print0 | xargs -0 cat",
+            PROJECT,
+            f"{PROJECT}/secrets",
+        ),
+        "container logs": "\n".join(
+            host.check_output("docker logs %s 2>&1", i) for i in ids.split()
+        ),
+        "container config": host.check_output("docker inspect " + " ".join(ids.split())),
+        "journal": host.run("journalctl --no-pager -q").stdout,
+    }
+    assert "kokoro" in haystacks["rendered files"] and "GET" in haystacks["container logs"]
+    log = os.environ.get("KOKORO_ANSIBLE_LOG")
+    if log:
+        text = Path(log).read_text()
+        assert "Ensure each service's key file holds its keys" in text, (
+            f"{log} is not the deploy's log"
+        )
+        haystacks["Ansible log"] = text
+    leaks = [
+        (where, key[:4]) for where, text in haystacks.items() for key in every_key if key in text
+    ]
+    assert not leaks, f"keys (first 4 characters shown) found in: {leaks}"
+
+
+def test_a_rotated_key_opens_nothing(keys, fetch):
+    rotated = Path(os.environ.get("KOKORO_ROTATED_KEY_FILE", "/nonexistent"))
+    if not rotated.is_file():
+        pytest.skip("no rotated key to check (KOKORO_ROTATED_KEY_FILE)")
+    old = rotated.read_text().split()[0]
+    assert old not in keys["kokoro"], "the key was not rotated"
+    old_answer, new_answer = fetch(
+        [
+            {"path": "/v1/audio/voices", "key": old},
+            {"path": "/v1/audio/voices", "key": keys["kokoro"][0]},
+        ]
+    )
+    assert (old_answer.get("status"), new_answer.get("status")) == (401, 200)
