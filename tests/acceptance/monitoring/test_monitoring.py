@@ -1,0 +1,236 @@
+"""roles/monitoring on a host that runs Prometheus: every target is up; real speech
+moves Kokoro's series; every query of the Grafana dashboard returns data from this
+Prometheus; the GPU exporter ties each GPU process to its compose service; the scrape
+keys are private to Prometheus and appear in no rendered file. Skipped on hosts
+without Prometheus (the other hosts of a fleet).
+
+On a host without a GPU the GPU panels are checked only when the GPU exporter reports
+one (the Molecule scenario replays a recorded nvidia-smi sample for that).
+Settings (environment):
+  KOKORO_PROMETHEUS_URL  Prometheus on the host (default http://127.0.0.1:9090)
+"""
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+PROM = os.environ.get("KOKORO_PROMETHEUS_URL", "http://127.0.0.1:9090")
+DASHBOARD = json.loads(
+    (
+        Path(__file__).resolve().parents[3] / "roles/monitoring/files/grafana/kokoro-deploy.json"
+    ).read_text()
+)
+CONF = "/etc/prometheus/kokoro-deploy"
+GPU_SERIES = re.compile(r"\b(nvidia_gpu_\w+|kokoro_deploy_vram_min_headroom_bytes)\b")
+
+# Runs on the host: GET (Prometheus API) or POST JSON (speech), with an optional key, CA
+# and TLS server name; answers {status, body}. Standard library only.
+CLIENT = r"""
+import http.client, json, socket, ssl, sys, urllib.parse
+r = json.loads(sys.argv[1])
+u = urllib.parse.urlsplit(r["url"])
+sock = socket.create_connection((u.hostname, u.port), timeout=60)
+if u.scheme == "https":
+    ctx = ssl.create_default_context(cafile=r.get("ca") or None)
+    sock = ctx.wrap_socket(sock, server_hostname=r.get("name") or u.hostname)
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+conn.sock = sock
+headers = {"Content-Type": "application/json", "Host": r.get("name") or u.hostname}
+if r.get("key"):
+    headers["Authorization"] = "Bearer " + r["key"]
+body = json.dumps(r["body"]).encode() if r.get("body") is not None else None
+path = u.path + ("?" + u.query if u.query else "")
+conn.request("POST" if body else "GET", path, body=body, headers=headers)
+resp = conn.getresponse()
+data = resp.read()
+print(json.dumps({"status": resp.status, "bytes": len(data),
+                  "body": data.decode("utf-8", "replace") if r.get("text") else ""}))
+"""
+
+
+def call(host, **request) -> dict:
+    out = host.run("python3 -c %s %s", CLIENT, json.dumps(request))
+    assert out.rc == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def api(host, path: str, **params) -> dict:
+    from urllib.parse import urlencode
+
+    answer = call(
+        host, url=f"{PROM}{path}" + (f"?{urlencode(params)}" if params else ""), text=True
+    )
+    assert answer["status"] == 200, answer
+    return json.loads(answer["body"])["data"]
+
+
+def query(host, expr: str) -> list:
+    return api(host, "/api/v1/query", query=expr)["result"]
+
+
+def panel_queries():
+    for panel in DASHBOARD["panels"]:
+        for target in panel.get("targets", []):
+            yield (
+                panel["title"],
+                target["expr"].replace("$host", ".*").replace("$__rate_interval", "5m"),
+            )
+
+
+@pytest.fixture(scope="module")
+def prometheus(host):
+    if (
+        not host.file("/etc/prometheus/prometheus.yml").exists
+        or not host.service("prometheus").is_running
+    ):
+        pytest.skip(
+            "no Prometheus on this host (roles/monitoring's server runs on monitoring_server_host)"
+        )
+    return host
+
+
+@pytest.fixture(scope="module")
+def kokoro_targets(prometheus):
+    targets = [
+        t
+        for t in api(prometheus, "/api/v1/targets")["activeTargets"]
+        if t["labels"].get("service") == "kokoro"
+    ]
+    assert targets, "Prometheus has no Kokoro target"
+    return targets
+
+
+def speech_request(host, target: dict, voice: str) -> dict:
+    """A speech request to the Kokoro that Prometheus scrapes, by the same way in."""
+    url = target["scrapeUrl"].rsplit("/metrics", 1)[0] + "/v1/audio/speech"
+    name = target["labels"]["host"]
+    key_file = host.file(f"{CONF}/targets/{name}/kokoro.key")
+    ca = f"{CONF}/targets/{name}/proxy-ca.crt"
+    request = {
+        "url": url,
+        "body": {
+            "model": "kokoro",
+            "input": "Monitoring works.",
+            "voice": voice,
+            "response_format": "wav",
+        },
+    }
+    if key_file.exists:
+        request["key"] = key_file.content_string.strip()
+    if url.startswith("https://"):
+        request.update(ca=ca, name="localhost")
+    return call(host, **request)
+
+
+@pytest.fixture(scope="module")
+def traffic(prometheus, kokoro_targets):
+    """Real speech (and one refused request) through every Kokoro that Prometheus scrapes
+    on this host; the Kokoro request counter before and after."""
+    before = {
+        r["metric"]["host"]: float(r["value"][1])
+        for r in query(prometheus, "sum by (host) (kokoro_requests_total)")
+    }
+    local = [
+        t for t in kokoro_targets if "127.0.0.1" in t["scrapeUrl"] or "localhost" in t["scrapeUrl"]
+    ]
+    assert local, "no Kokoro target on this host's loopback"
+    for target in local:
+        ok = speech_request(prometheus, target, "af_heart")
+        assert ok["status"] == 200 and ok["bytes"] > 1000, ok
+        bad = speech_request(prometheus, target, "no_such_voice")
+        assert 400 <= bad["status"] < 500, bad
+    return {"before": before, "hosts": [t["labels"]["host"] for t in local]}
+
+
+def wait_for(check, timeout=90, every=3):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(every)
+
+
+def test_prometheus_config_and_rules_pass_promtool(prometheus):
+    out = prometheus.run("promtool check config /etc/prometheus/prometheus.yml")
+    assert out.rc == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout + out.stderr
+
+
+def test_every_target_is_up(prometheus):
+    def states():
+        targets = api(prometheus, "/api/v1/targets")["activeTargets"]
+        return targets if targets and all(t["health"] == "up" for t in targets) else None
+
+    targets = wait_for(states, timeout=60) or api(prometheus, "/api/v1/targets")["activeTargets"]
+    down = [
+        (t["labels"].get("host"), t["labels"].get("service"), t["lastError"])
+        for t in targets
+        if t["health"] != "up"
+    ]
+    assert not down, f"targets not up: {down}"
+    services = {(t["labels"].get("host"), t["labels"]["service"]) for t in targets}
+    for name in {h for h, _ in services if h}:
+        assert (name, "node") in services and (name, "kokoro") in services, services
+
+
+def test_llm_is_scraped_where_it_runs(prometheus):
+    env = prometheus.file("/opt/kokoro-deploy/stack/.env")
+    if (
+        not env.exists
+        or "llm" not in env.content_string.split("COMPOSE_PROFILES=", 1)[-1].split("\n")[0]
+    ):
+        pytest.skip("the LLM is not enabled on this host")
+    assert query(prometheus, 'llamacpp:requests_processing{service="llm"}'), (
+        "no llama-server series"
+    )
+
+
+def test_speech_moves_the_kokoro_request_counter(prometheus, traffic):
+    def moved():
+        after = {
+            r["metric"]["host"]: float(r["value"][1])
+            for r in query(prometheus, "sum by (host) (kokoro_requests_total)")
+        }
+        return (
+            all(after.get(h, 0) >= traffic["before"].get(h, 0) + 2 for h in traffic["hosts"])
+            and after
+        )
+
+    assert wait_for(moved), f"kokoro_requests_total did not grow from {traffic['before']}"
+    assert query(prometheus, "kokoro_audio_seconds_total > 0")
+    assert query(prometheus, 'kokoro_requests_total{route=~".*speech.*", status="200"} > 0')
+
+
+def test_gpu_exporter_ties_gpu_processes_to_compose_services(prometheus):
+    if not query(prometheus, "nvidia_smi_up == 1"):
+        pytest.skip("no host reports a GPU (nvidia_smi_up is 0 everywhere)")
+    services = wait_for(
+        lambda: query(prometheus, 'nvidia_gpu_process_memory_used_bytes{compose_service!=""}')
+    )
+    assert services, "no GPU process was matched to a compose service"
+    assert {r["metric"]["compose_service"] for r in services} <= {"kokoro", "llm", "comfyui"}
+
+
+@pytest.mark.parametrize(
+    "title,expr", list(panel_queries()), ids=lambda v: v[:60] if isinstance(v, str) else v
+)
+def test_every_dashboard_query_returns_data(prometheus, traffic, title, expr):
+    if GPU_SERIES.search(expr) and not query(prometheus, "nvidia_smi_up == 1"):
+        pytest.skip("no host reports a GPU: the GPU panels have nothing to show here")
+    result = wait_for(lambda: query(prometheus, expr), timeout=60)
+    assert result, f"panel {title!r}: no data for {expr}"
+
+
+def test_scrape_keys_are_private_to_prometheus_and_in_no_rendered_file(prometheus):
+    keys = prometheus.run(f"find {CONF}/targets -name '*.key'").stdout.split()
+    config = prometheus.file("/etc/prometheus/prometheus.yml").content_string
+    for path in keys:
+        f = prometheus.file(path)
+        assert (f.user, f.mode) == ("prometheus", 0o400), path
+        assert f.content_string.strip() not in config
+        assert f"credentials_file: {path}" in config
