@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from required_tools import require_compose
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"
@@ -28,16 +29,7 @@ COMPOSE_FILES = ("compose.yml", "compose.gpu.yml", "compose.publish.yml", "compo
 
 
 def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
-    if (
-        shutil.which("docker") is None
-        or subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, check=False
-        ).returncode
-    ):
-        reason = "the docker compose plugin is not installed (tests/testbed/up.sh installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_compose()
     for name in COMPOSE_FILES:
         shutil.copy(COMPOSE / name, tmp_path)
     env = (COMPOSE / ".env.example").read_text()

@@ -11,13 +11,13 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
+from required_tools import require_compose
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/monitoring"
@@ -230,16 +230,7 @@ def test_dashboard_provider_points_where_compose_mounts_the_dashboard():
 
 
 def compose_config(tmp_path: Path, text: str, extra: dict | None = None) -> dict:
-    if (
-        shutil.which("docker") is None
-        or subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, check=False
-        ).returncode
-    ):
-        reason = "the docker compose plugin is not installed (tests/testbed/up.sh installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_compose()
     (tmp_path / "compose.yml").write_text(text)
     for name, content in (extra or {}).items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,12 @@ own parser accepts; each GPU process is tied to its compose service through its 
 a host without nvidia-smi gets `nvidia_smi_up 0` and no error."""
 
 import importlib.util
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from required_tools import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles/monitoring/files/kokoro_gpu_exporter.py"
@@ -21,16 +20,6 @@ exporter = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(exporter)
 
 CID = "3f" * 32
-
-
-def promtool_or_skip() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        reason = "promtool is not installed (Debian package prometheus; tests/testbed/up.sh)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return tool
 
 
 def test_parse_gpus_reads_the_recorded_h100_lines():
@@ -112,7 +101,7 @@ def test_render_is_valid_exposition_text_with_per_process_services():
     for name in exporter.HELP:
         assert text.count(f"# TYPE {name} ") <= 1
     out = subprocess.run(
-        [promtool_or_skip(), "check", "metrics"],
+        [promtool(), "check", "metrics"],
         input=text,
         text=True,
         capture_output=True,

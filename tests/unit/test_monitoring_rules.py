@@ -6,14 +6,13 @@ its defaults, as the role renders it. promtool comes with Debian's `prometheus` 
 without it these tests fail in CI (CI=true) and are skipped elsewhere."""
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
+from required_tools import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/monitoring"
@@ -29,16 +28,6 @@ def render(template: str, **overrides) -> str:
     values = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
     values.update(ansible_managed="Ansible managed", **overrides)
     return env.get_template(template).render(**values)
-
-
-def promtool() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        reason = "promtool is not installed (Debian package prometheus; tests/testbed/up.sh)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return tool
 
 
 def run(*args, cwd=None) -> subprocess.CompletedProcess:

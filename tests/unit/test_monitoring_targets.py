@@ -7,14 +7,13 @@ prometheus.yml passes `promtool check config` and holds no key."""
 
 import importlib.util
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
+from required_tools import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/monitoring"
@@ -157,12 +156,7 @@ def test_rendered_prometheus_config_passes_promtool_and_holds_no_key(tmp_path):
         "server_name": "tts-02",
     }
     assert jobs["llm/tts-01"]["static_configs"][0]["labels"] == {"host": "tts-01", "service": "llm"}
-    tool = shutil.which("promtool")
-    if tool is None:
-        reason = "promtool is not installed (Debian package prometheus; tests/testbed/up.sh)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    tool = promtool()
     (tmp_path / "prometheus.yml").write_text(text)
     out = subprocess.run(
         [tool, "check", "config", "--syntax-only", "prometheus.yml"],
