@@ -7,6 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/testbed/lib.sh
 . "$here/../testbed/lib.sh"
 cd "$here/.."   # Molecule finds scenarios under ./molecule
+# Each play ends with its slowest tasks in the log: where a scenario's time goes.
+export ANSIBLE_CALLBACKS_ENABLED=${ANSIBLE_CALLBACKS_ENABLED:-ansible.posix.profile_tasks}
+export PROFILE_TASKS_TASK_OUTPUT_LIMIT=${PROFILE_TASKS_TASK_OUTPUT_LIMIT:-12}
 
 scenarios=("$@")
 if [ ${#scenarios[@]} -eq 0 ]; then
