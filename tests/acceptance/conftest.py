@@ -2,9 +2,13 @@
 loads this file, so the checks can also import kokoro_gpu_plugin from here."""
 
 import json
+import os
 
 import pytest
 from kokoro_gpu_plugin import GPU_FACT
+
+# The compose project roles/stack writes (stack_project_dir); KOKORO_STACK_DIR overrides.
+STACK_DIR = os.environ.get("KOKORO_STACK_DIR", "/opt/kokoro-deploy/stack")
 
 
 @pytest.fixture
@@ -13,3 +17,18 @@ def facts(host):
     fact = host.file(GPU_FACT)
     assert fact.is_file, f"{GPU_FACT} missing: run the gpu_facts role (preflight play)"
     return json.loads(fact.content_string)
+
+
+@pytest.fixture(scope="module")
+def stack_env(host):
+    """The stack's .env on the host as a dict (the settings compose runs with); skips on
+    hosts where roles/stack has not run."""
+    f = host.file(f"{STACK_DIR}/.env")
+    if not f.exists:
+        pytest.skip(f"no compose project at {STACK_DIR} (roles/stack has not run on this host)")
+    pairs = (
+        line.split("=", 1)
+        for line in f.content_string.splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
+    return {k.strip(): v.strip() for k, v in pairs}

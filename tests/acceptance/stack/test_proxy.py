@@ -16,46 +16,16 @@ import os
 from pathlib import Path
 
 import pytest
+from host_http import requests as host_requests
 
 PROJECT = os.environ.get("KOKORO_STACK_DIR", "/opt/kokoro-deploy/stack")
 
-# Runs on the host: each request as {url, key, name (TLS server name), ca, method},
-# answered with {status} or {error}. Standard library only.
-CLIENT = r"""
-import http.client, json, socket, ssl, sys, urllib.parse
-out = []
-for r in json.loads(sys.argv[1]):
-    u = urllib.parse.urlsplit(r["url"])
-    ctx = ssl.create_default_context(cafile=r.get("ca") or None)
-    try:
-        sock = socket.create_connection((u.hostname, u.port), timeout=30)
-        if u.scheme == "https":
-            sock = ctx.wrap_socket(sock, server_hostname=r.get("name") or u.hostname)
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-        conn.sock = sock
-        headers = {"Content-Type": "application/json", "Host": r.get("name") or u.hostname}
-        if r.get("key"):
-            headers["Authorization"] = "Bearer " + r["key"]
-        body = json.dumps(r["body"]).encode() if r.get("body") else None
-        conn.request(r.get("method", "GET"), u.path or "/", body=body, headers=headers)
-        resp = conn.getresponse()
-        out.append({"status": resp.status, "body": resp.read(400).decode("utf-8", "replace")})
-    except Exception as exc:
-        out.append({"error": type(exc).__name__ + ": " + str(exc)})
-print(json.dumps(out))
-"""
-
 
 @pytest.fixture(scope="module")
-def env(host):
-    f = host.file(f"{PROJECT}/.env")
-    if not f.exists:
-        pytest.skip(f"no compose project at {PROJECT} (roles/stack has not run on this host)")
-    pairs = (ln.split("=", 1) for ln in f.content_string.splitlines() if "=" in ln and ln[0] != "#")
-    env = {k.strip(): v.strip() for k, v in pairs}
-    if "compose.proxy.yml" not in env.get("COMPOSE_FILE", ""):
+def env(stack_env):
+    if "compose.proxy.yml" not in stack_env.get("COMPOSE_FILE", ""):
         pytest.skip("this host's stack runs without the TLS proxy (stack_proxy_enabled)")
-    return env
+    return stack_env
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +48,7 @@ def fetch(host, env):
             r.setdefault("url", f"https://127.0.0.1:{port}{r.pop('path', '')}")
             r.setdefault("name", name)
             r.setdefault("ca", f"{PROJECT}/proxy-ca.crt")
-        return json.loads(host.check_output("python3 -c %s %s", CLIENT, json.dumps(requests)))
+        return host_requests(host, requests)
 
     return fetch
 
@@ -151,6 +121,23 @@ def test_tls_verifies_against_the_generated_ca_only(env, keys, fetch):
     assert all(a.get("status") == 200 for a in good), dict(zip(names, good, strict=True))
     untrusted = fetch([{"path": "/v1/audio/voices", "key": key, "ca": ""}])[0]
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.get("error", ""), untrusted
+    stranger = fetch([{"path": "/v1/audio/voices", "key": key, "name": "not-ours.example"}])[0]
+    assert "alert" in stranger.get("error", "").lower(), stranger
+
+
+def test_a_client_that_connects_by_address_reaches_the_api(env, keys, fetch):
+    """Host: 127.0.0.1:<port> (what Prometheus sends) gets the API's answers, never the
+    empty 200 Caddy gives a host it has no site for."""
+    port = env.get("PROXY_PORT", "443")
+    by_address = [
+        {"path": "/v1/audio/voices", "key": keys["kokoro"][0], "host": f"127.0.0.1:{port}"},
+        {"path": "/v1/audio/voices", "host": f"127.0.0.1:{port}"},
+        {"path": "/kokoro/metrics", "key": keys["kokoro"][0], "host": f"127.0.0.1:{port}"},
+    ]
+    voices, refused, metrics = fetch(by_address)
+    assert (voices.get("status"), refused.get("status")) == (200, 401), (voices, refused)
+    assert "voices" in voices["body"] or "af_heart" in voices["body"], voices
+    assert "kokoro_" in metrics.get("body", ""), metrics
 
 
 def test_service_ports_are_unreachable_outside_the_compose_network(host, env):

@@ -27,16 +27,8 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @pytest.fixture(scope="module")
-def env(host):
-    f = host.file(f"{PROJECT}/.env")
-    if not f.exists:
-        pytest.skip(f"no compose project at {PROJECT} (roles/stack has not run on this host)")
-    pairs = (
-        line.split("=", 1)
-        for line in f.content_string.splitlines()
-        if "=" in line and not line.lstrip().startswith("#")
-    )
-    return {k.strip(): v.strip() for k, v in pairs}
+def env(stack_env):
+    return stack_env
 
 
 @pytest.fixture(scope="module")
