@@ -14,7 +14,7 @@ from required_tools import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles/monitoring/files/kokoro_gpu_exporter.py"
-RECORDED = REPO / "tests/molecule/monitoring/files"
+RECORDED = REPO / "tests/molecule/stack/files"
 spec = importlib.util.spec_from_file_location("kokoro_gpu_exporter", SCRIPT)
 exporter = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(exporter)

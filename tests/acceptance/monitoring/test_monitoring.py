@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from host_http import request as host_request
 
 PROM = os.environ.get("KOKORO_PROMETHEUS_URL", "http://127.0.0.1:9090")
 DASHBOARD = json.loads(
@@ -27,43 +28,18 @@ DASHBOARD = json.loads(
 CONF = "/etc/prometheus/kokoro-deploy"
 GPU_SERIES = re.compile(r"\b(nvidia_gpu_\w+|kokoro_deploy_vram_min_headroom_bytes)\b")
 
-# Runs on the host: GET (Prometheus API) or POST JSON (speech), with an optional key, CA
-# and TLS server name; answers {status, body}. Standard library only.
-CLIENT = r"""
-import http.client, json, socket, ssl, sys, urllib.parse
-r = json.loads(sys.argv[1])
-u = urllib.parse.urlsplit(r["url"])
-sock = socket.create_connection((u.hostname, u.port), timeout=60)
-if u.scheme == "https":
-    ctx = ssl.create_default_context(cafile=r.get("ca") or None)
-    sock = ctx.wrap_socket(sock, server_hostname=r.get("name") or u.hostname)
-conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
-conn.sock = sock
-headers = {"Content-Type": "application/json", "Host": r.get("name") or u.hostname}
-if r.get("key"):
-    headers["Authorization"] = "Bearer " + r["key"]
-body = json.dumps(r["body"]).encode() if r.get("body") is not None else None
-path = u.path + ("?" + u.query if u.query else "")
-conn.request("POST" if body else "GET", path, body=body, headers=headers)
-resp = conn.getresponse()
-data = resp.read()
-print(json.dumps({"status": resp.status, "bytes": len(data),
-                  "body": data.decode("utf-8", "replace") if r.get("text") else ""}))
-"""
-
 
 def call(host, **request) -> dict:
-    out = host.run("python3 -c %s %s", CLIENT, json.dumps(request))
-    assert out.rc == 0, out.stderr
-    return json.loads(out.stdout)
+    answer = host_request(host, **request)
+    assert "error" not in answer, answer
+    return answer
 
 
 def api(host, path: str, **params) -> dict:
     from urllib.parse import urlencode
 
-    answer = call(
-        host, url=f"{PROM}{path}" + (f"?{urlencode(params)}" if params else ""), text=True
-    )
+    url = f"{PROM}{path}" + (f"?{urlencode(params)}" if params else "")
+    answer = call(host, url=url, full=True)
     assert answer["status"] == 200, answer
     return json.loads(answer["body"])["data"]
 
@@ -178,12 +154,8 @@ def test_every_target_is_up(prometheus):
         assert (name, "node") in services and (name, "kokoro") in services, services
 
 
-def test_llm_is_scraped_where_it_runs(prometheus):
-    env = prometheus.file("/opt/kokoro-deploy/stack/.env")
-    if (
-        not env.exists
-        or "llm" not in env.content_string.split("COMPOSE_PROFILES=", 1)[-1].split("\n")[0]
-    ):
+def test_llm_is_scraped_where_it_runs(prometheus, stack_env):
+    if "llm" not in stack_env.get("COMPOSE_PROFILES", "").split(","):
         pytest.skip("the LLM is not enabled on this host")
     assert query(prometheus, 'llamacpp:requests_processing{service="llm"}'), (
         "no llama-server series"

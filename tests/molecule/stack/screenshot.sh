@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Screenshot of Prometheus' own graph page with a live Kokoro series, for the README
 # (docs/monitoring-prometheus.png). Off the scenario's critical path: it converges the
-# monitoring scenario's host (or reuses it when it is up), makes speech through the
-# acceptance checks, forwards Prometheus from the host's loopback to the container's
+# stack scenario's host (site.yml and monitoring.yml; or reuses it when it is up), makes
+# speech through the acceptance checks, forwards Prometheus from the host's loopback to the container's
 # address, and opens the page in headless Chromium (tests/testbed/browser.sh).
-#   tests/molecule/monitoring/screenshot.sh [--keep]   (--keep: leave the host up; a host
+#   tests/molecule/stack/screenshot.sh [--keep]   (--keep: leave the host up; a host
 #   already up is reused)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,13 +12,13 @@ root=$(cd "$here/../../.." && pwd)
 export PATH="$root/.venv/bin:$PATH"
 cd "$root/tests"
 bash "$root/tests/testbed/browser.sh"
-ctr=monitoring-debian12
+ctr=stack-debian12
 if [ "$(docker inspect -f '{{.State.Running}}' "$ctr" 2>/dev/null)" != true ]; then
-  molecule create -s monitoring
-  molecule prepare -s monitoring
-  molecule converge -s monitoring
+  molecule create -s stack
+  molecule prepare -s stack
+  molecule converge -s stack
 fi
-molecule verify -s monitoring   # real speech, so Kokoro's series move
+molecule verify -s stack   # real speech, so Kokoro's series move
 docker exec -d "$ctr" python3 -c '
 import socket, threading
 def pipe(a, b):
@@ -57,4 +57,4 @@ finally:
     driver.quit()
 print("saved", out)
 PY
-[ "${1:-}" = "--keep" ] || molecule destroy -s monitoring
+[ "${1:-}" = "--keep" ] || molecule destroy -s stack
