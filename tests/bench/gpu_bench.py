@@ -83,6 +83,54 @@ class Replay:
         return self.table[text], []  # the scheduler's G2P call; no word places needed
 
 
+def direct_runs(args, result: dict, engine, pack, texts: dict, phonemes: dict,
+                synth_text) -> None:
+    """Direct engine calls, the reference for the scheduler's figures: single-stream RTF,
+    the long text's first sentence, the 16 streams' chunks in batched passes."""
+    for text in (texts["hello"], texts["paragraph"]):  # warm-up
+        synth_text(text)
+    if args.device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+    rtf = {}
+    for name in ("hello", "paragraph"):
+        vals = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            secs = synth_text(texts[name])
+            vals.append((time.perf_counter() - t0) / secs)
+        rtf[name] = {"direct_engine": statistics.median(vals), "audio_s": secs}
+    result["rtf_single_stream"] = rtf
+    from kokoro_server.text.chunking import chunk_text
+
+    first = next(chunk_text(texts["long"], lambda t: phonemes[t]))
+    vals = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        engine.synthesize(first.phonemes, pack)
+        vals.append(time.perf_counter() - t0)
+    result["first_sentence_direct_s"] = statistics.median(vals)
+
+    # The reference for the scheduler's aggregate figure: every chunk the 16 streams
+    # speak, given straight to the engine in passes of max_batch.
+    para_chunks = [c.phonemes for c in chunk_text(texts["paragraph"], lambda t: phonemes[t])]
+    work = [(p, pack, 1.0) for _ in range(args.streams * args.per_stream) for p in para_chunks]
+    passes: list[list] = [[]]
+    for item in work:  # the workers' rule: at most max_batch inputs and batch_tokens
+        tokens = len(engine.token_ids(item[0])) + 2
+        longest = max([tokens] + [len(engine.token_ids(p)) + 2 for p, _, _ in passes[-1]])
+        if passes[-1] and (len(passes[-1]) == engine.max_batch
+                           or (len(passes[-1]) + 1) * longest > args.batch_tokens):
+            passes.append([])
+        passes[-1].append(item)
+    engine.synthesize_batch(passes[0])
+    t0 = time.perf_counter()
+    secs = sum(len(r.audio) for p in passes for r in engine.synthesize_batch(p)) / 24000
+    result[f"direct_batched_x_realtime_{args.streams}_streams"] = secs / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--assets", type=Path, required=True,
@@ -99,6 +147,11 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=None,
                     help="KOKORO_BATCH_TOKENS (default: the server's)")
     ap.add_argument("--no-cudnn", action="store_true", help="measure without cuDNN")
+    ap.add_argument("--server-only", action="store_true",
+                    help="no direct engine calls: warm up as the server does, then only the "
+                         "scheduler, so the VRAM figures are the server's own (direct calls "
+                         "run on this thread's CUDA stream, whose cached memory the workers' "
+                         "streams cannot reuse)")
     ap.add_argument("--tag", default="", help="suffix of the output files' names")
     args = ap.parse_args()
     import torch
@@ -156,46 +209,15 @@ def main() -> None:
             secs += len(engine.synthesize(chunk.phonemes, pack)) / 24000
         return secs
 
-    for text in (texts["hello"], texts["paragraph"]):  # warm-up
-        synth_text(text)
-    if cuda:
-        torch.cuda.synchronize()
-
-    rtf = {}
-    for name in ("hello", "paragraph"):
-        vals = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            secs = synth_text(texts[name])
-            vals.append((time.perf_counter() - t0) / secs)
-        rtf[name] = {"direct_engine": statistics.median(vals), "audio_s": secs}
-    result["rtf_single_stream"] = rtf
-    from kokoro_server.text.chunking import chunk_text
-
-    first = next(chunk_text(texts["long"], lambda t: phonemes[t]))
-    vals = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        engine.synthesize(first.phonemes, pack)
-        vals.append(time.perf_counter() - t0)
-    result["first_sentence_direct_s"] = statistics.median(vals)
-
-    # The reference for the scheduler's aggregate figure: every chunk the 16 streams
-    # speak, given straight to the engine in passes of max_batch.
-    para_chunks = [c.phonemes for c in chunk_text(texts["paragraph"], lambda t: phonemes[t])]
-    work = [(p, pack, 1.0) for _ in range(args.streams * args.per_stream) for p in para_chunks]
-    passes: list[list] = [[]]
-    for item in work:  # the workers' rule: at most max_batch inputs and batch_tokens
-        tokens = len(engine.token_ids(item[0])) + 2
-        longest = max([tokens] + [len(engine.token_ids(p)) + 2 for p, _, _ in passes[-1]])
-        if passes[-1] and (len(passes[-1]) == engine.max_batch
-                           or (len(passes[-1]) + 1) * longest > args.batch_tokens):
-            passes.append([])
-        passes[-1].append(item)
-    engine.synthesize_batch(passes[0])
-    t0 = time.perf_counter()
-    secs = sum(len(r.audio) for p in passes for r in engine.synthesize_batch(p)) / 24000
-    result[f"direct_batched_x_realtime_{args.streams}_streams"] = secs / (time.perf_counter() - t0)
+    result["vram_scope"] = (
+        "the server's: warm-up as the server does, then the scheduler's workers only"
+        if args.server_only else
+        "direct engine calls (this thread's CUDA stream) and the scheduler's workers (one "
+        "stream each) in one process: more than the server alone holds")
+    if args.server_only:
+        engine.warm_up(phonemes[texts["hello"]], pack)
+    else:
+        direct_runs(args, result, engine, pack, texts, phonemes, synth_text)
 
     async def scheduler_runs(workers: int) -> dict:
         metrics = Metrics()
@@ -275,10 +297,11 @@ def render(r: dict) -> str:
         "| Measure | Value |",
         "| --- | ---: |",
     ]
-    for name, v in r["rtf_single_stream"].items():
+    for name, v in r.get("rtf_single_stream", {}).items():
         lines.append(f"| RTF single stream, {name}, direct engine | {v['direct_engine']:.4f} |")
-    lines.append(f"| First sentence of the long text, direct engine (s) | "
-                 f"{r['first_sentence_direct_s']:.4f} |")
+    if "first_sentence_direct_s" in r:
+        lines.append(f"| First sentence of the long text, direct engine (s) | "
+                     f"{r['first_sentence_direct_s']:.4f} |")
     for key, val in r.items():
         if key.startswith("direct_batched"):
             lines.append(f"| {key.replace('_', ' ')} | {val:.1f} |")
@@ -288,6 +311,7 @@ def render(r: dict) -> str:
     for key, val in (r.get("vram") or {}).items():
         if val is not None:
             lines.append(f"| VRAM {key.replace('_', ' ')} | {val:.0f} |")
+    lines += ["", f"VRAM figures: {r['vram_scope']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -13,11 +13,12 @@ py=${PYTHON:-python3}
 "$py" -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -n 3
 export PYTHONPATH=images/kokoro/src PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
-# workers:batch size:batch tokens[:--no-cudnn]
-configs=${GPU_CONFIGS:-"1:1:510 2:16:1024 2:16:2048 2:16:4096 1:16:1024 4:16:1024"}
+# workers:batch size:batch tokens[:flag], flag one of gpu_bench.py's switches
+# (--no-cudnn, --server-only: no direct engine calls, so VRAM is the server's alone)
+configs=${GPU_CONFIGS:-"1:1:510:--server-only 2:16:1024:--server-only 1:1:510 2:16:1024"}
 for c in $configs; do
   IFS=: read -r w b t extra <<< "$c"
-  tag="w$w-b$b-t$t${extra:+-nocudnn}"
+  tag="w$w-b$b-t$t${extra:+-${extra#--}}"
   echo "== $tag"
   timeout "${GPU_CONFIG_TIMEOUT:-150}" "$py" tests/bench/gpu_bench.py --assets .whl/assets \
     --out "$out" --workers "$w" --batch "$b" --batch-tokens "$t" --tag "$tag" \

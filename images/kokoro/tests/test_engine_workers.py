@@ -110,3 +110,13 @@ def test_a_cancelled_chunk_never_reaches_the_engine(engine_and_workers):
     kept.result(10)
     assert dropped.cancelled()
     assert engine.passes == [["z"], ["bb"]]
+
+
+def test_warm_up_runs_its_passes_before_releasing_the_engines_cache():
+    engine = RecordingEngine(1)
+    engine.release.set()
+    order = []
+    engine.release_cache = lambda: order.append(len(engine.passes))
+    engine.warm_up("hello", PACK)
+    assert engine.passes == [["hello"], ["hello"]]
+    assert order == [2], "the cache must be released once, after the last warm-up pass"

@@ -55,8 +55,7 @@ def load(state: AppState) -> None:
         lang = state.voices.info[s.default_voice].lang_code
         pack, _ = state.voices.resolve(s.default_voice)
         phonemes = state.phonemizer(WARMUP_TEXT, lang if lang in ("a", "b") else "a")
-        for _ in range(2):
-            state.engine.synthesize(phonemes, pack, 1.0)
+        state.engine.warm_up(phonemes, pack)
     state.ready = True
     state.metrics.ready.set(1)
     log.info("ready in %.1f s: engine=%s device=%s voices=%d english_g2p=%s",

@@ -82,5 +82,15 @@ class Engine(ABC):
     def synthesize(self, phonemes: str, pack: np.ndarray, speed: float = 1.0) -> np.ndarray:
         return self.synthesize_timed(phonemes, pack, speed).audio
 
+    def warm_up(self, phonemes: str, pack: np.ndarray, passes: int = 2) -> None:
+        """The first passes before serving (kernel choice, allocator growth), then give
+        back what only they held."""
+        for _ in range(passes):
+            self.synthesize(phonemes, pack, 1.0)
+        self.release_cache()
+
+    def release_cache(self) -> None:  # noqa: B027 - a hook: most backends cache nothing
+        """Free memory the backend caches but no longer uses."""
+
     def describe(self) -> dict:
         return {"engine": self.name, "device": self.device}

@@ -136,6 +136,13 @@ class TorchEngine(Engine):
         return [Synthesis(a.numpy().astype(np.float32, copy=False), d.numpy().astype(np.int64))
                 for a, d in out]
 
+    def release_cache(self) -> None:
+        # torch caches CUDA memory per stream: what the warm-up took on the loading
+        # thread's stream would stay reserved, unused, beside each worker's own.
+        if self.device == "cuda":
+            self._torch.cuda.synchronize()
+            self._torch.cuda.empty_cache()
+
     def vram_bytes(self) -> int | None:
         if self.device != "cuda":
             return None
