@@ -56,7 +56,7 @@ def on_host(cfg: dict) -> dict:
         conn.sock = sock
         return conn, t_tcp - t0, t_tls - t0
 
-    def request(conn, path: dict, method: str, url: str, body: dict | None = None,
+    def request(conn, method: str, url: str, body: dict | None = None,
                 first_bytes: int = 0) -> tuple[float, int]:
         headers = {"Authorization": "Bearer " + cfg["key"], "Host": cfg["name"]}
         data = None
@@ -64,10 +64,10 @@ def on_host(cfg: dict) -> dict:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         t0 = time.perf_counter()
-        conn.request(method, path["prefix"] + url, body=data, headers=headers)
+        conn.request(method, url, body=data, headers=headers)
         resp = conn.getresponse()
         if first_bytes:
-            got = resp.read1(first_bytes) if hasattr(resp, "read1") else resp.read(first_bytes)
+            got = resp.read1(first_bytes)
             elapsed = time.perf_counter() - t0
             resp.read()  # the rest, so the connection can be reused
             return elapsed, resp.status if got else -1
@@ -83,11 +83,12 @@ def on_host(cfg: dict) -> dict:
         closed meanwhile (uvicorn after 5 idle seconds) is replaced, and the request
         sent again on the new one; only that attempt is timed."""
         try:
-            return request(conns[name], paths[name], *args, **kwargs)
+            return request(conns[name], *args, **kwargs)
         except (http.client.RemoteDisconnected, ConnectionError):
             conns[name].close()
             conns[name] = connect(paths[name])[0]
-            return request(conns[name], paths[name], *args, **kwargs)
+            return request(conns[name], *args, **kwargs)
+
     speech = {"model": "kokoro", "input": SHORT, "voice": cfg["voice"], "response_format": "wav"}
     stream = {"model": "kokoro", "input": PARAGRAPH, "voice": cfg["voice"],
               "response_format": "pcm", "stream": True}
@@ -156,8 +157,8 @@ def main() -> None:
         "rounds": args.rounds,
         "paths": {
             "proxy": {"address": "127.0.0.1", "port": int(env.get("PROXY_PORT", "443")),
-                      "tls": True, "prefix": ""},
-            "direct": {"address": address, "port": 8880, "tls": False, "prefix": ""},
+                      "tls": True},
+            "direct": {"address": address, "port": 8880, "tls": False},
         },
     }
     out = args.out or Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
