@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=None,
                     help="KOKORO_BATCH_TOKENS (default: the server's)")
     ap.add_argument("--no-cudnn", action="store_true", help="measure without cuDNN")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                    help="KOKORO_PRECISION")
     ap.add_argument("--server-only", action="store_true",
                     help="no direct engine calls: warm up as the server does, then only the "
                          "scheduler, so the VRAM figures are the server's own (direct calls "
@@ -187,7 +189,8 @@ def main() -> None:
     result["checkpoint_build_s"] = time.perf_counter() - t0
     result["frames_per_phoneme"] = args.frames
     assert KModel is sys.modules["kokoro"].KModel
-    settings = Settings(engine="torch", device=args.device, batch_size=args.batch)
+    settings = Settings(engine="torch", device=args.device, batch_size=args.batch,
+                        precision=args.precision)
     if args.batch_tokens is None:
         args.batch_tokens = settings.batch_tokens
     cuda = args.device == "cuda"
@@ -196,6 +199,7 @@ def main() -> None:
     engine = TorchEngine(ckpt, args.assets / "config.json", settings)
     result["batch_size"] = engine.max_batch
     result["batch_tokens"] = args.batch_tokens
+    result["precision"] = args.precision
     result["cudnn"] = torch.backends.cudnn.enabled
     result["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
     pack = load_voice_pack(args.assets / "voices" / "af_heart.pt")
@@ -246,9 +250,14 @@ def main() -> None:
                 await asyncio.sleep(0.002)
             ttfa.append((await one(texts["long"], first_only=True))[0])
         out["ttfa_long_s"] = statistics.median(ttfa)
-        t0 = time.perf_counter()
-        _, secs = await one(texts["paragraph"])
-        out["rtf_paragraph_scheduler"] = (time.perf_counter() - t0) / secs
+        rtf = []
+        for _ in range(args.repeats):
+            while not sched.idle:  # else the long text's cancelled chunk runs first
+                await asyncio.sleep(0.002)
+            t0 = time.perf_counter()
+            _, secs = await one(texts["paragraph"])
+            rtf.append((time.perf_counter() - t0) / secs)
+        out["rtf_paragraph_scheduler"] = statistics.median(rtf)
 
         async def stream_client():
             total = 0.0
@@ -274,11 +283,71 @@ def main() -> None:
         result["vram"] = {"torch_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
                           "torch_max_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
                           "nvidia_smi_process_mib": process_vram_mib()}
+    if cuda:  # after the VRAM figures: direct calls, on this thread's stream
+        try:
+            result["vram_peak_by_tokens"] = peak_by_tokens(engine, pack,
+                                                           phonemes[texts["long"]])
+        except Exception as exc:  # keep the figures above; say why this part is missing
+            result["vram_peak_by_tokens"] = {"error": repr(exc)}
+    if args.precision != "fp32":  # after the VRAM figures: the model is the same either way
+        try:
+            result["precision_vs_fp32"] = precision_check(engine, texts, phonemes, pack)
+        except Exception as exc:  # keep the figures above; say why this part is missing
+            result["precision_vs_fp32"] = {"error": repr(exc)}
     result["nvidia_smi_after"] = smi(f"--query-gpu={query}", "--format=csv,noheader,nounits")
     name = "kokoro-gpu-torch" + (f"-{args.tag}" if args.tag else "")
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(render(result))
     print(json.dumps(result, indent=2))
+
+
+def peak_by_tokens(engine, pack, phonemes: str) -> dict:
+    """torch's peak allocation for one pass by input length, beside what is allocated
+    between passes (weights): what each token of a chunk costs in VRAM."""
+    import torch
+
+    torch.cuda.synchronize()
+    out = {"between_passes_mib": torch.cuda.memory_allocated() / 2**20}
+    for n in (64, 128, 256, 510):
+        text = (phonemes * (1 + n // len(phonemes)))[:n]
+        torch.cuda.reset_peak_memory_stats()
+        engine.synthesize(text, pack)
+        torch.cuda.synchronize()
+        out[f"tokens_{len(engine.token_ids(text))}_mib"] = (
+            torch.cuda.max_memory_allocated() / 2**20)
+    return out
+
+
+def precision_check(engine, texts: dict, phonemes: dict, pack) -> dict:
+    """The same chunks with the same seed (the vocoder draws random phase and noise) in
+    fp32 and in the engine's precision: how far apart the audio is, as a signal-to-noise
+    ratio, beside two fp32 runs with different seeds (what the noise alone changes).
+    Random-init weights: this bounds numerical drift, it does not judge speech."""
+    import numpy as np
+    import torch
+    from kokoro_server.text.chunking import chunk_text
+
+    def run(precision: str, seed: int):
+        engine.precision = precision
+        torch.manual_seed(seed)
+        return [engine.synthesize_timed(c.phonemes, pack) for c in chunk_text(
+            texts["paragraph"], lambda t: phonemes[t])]
+
+    def snr(a, b) -> float:
+        a, b = np.concatenate([x.audio for x in a]), np.concatenate([x.audio for x in b])
+        if len(a) != len(b):
+            return float("nan")
+        return float(10 * np.log10((a ** 2).sum() / max(((a - b) ** 2).sum(), 1e-20)))
+
+    low = engine.precision
+    ref, other_seed, lowp = run("fp32", 1), run("fp32", 2), run(low, 1)
+    engine.precision = low
+    same = sum(int((a.durations == b.durations).all()) for a, b in zip(ref, lowp, strict=True))
+    return {"snr_db_vs_fp32_same_seed": snr(ref, lowp),
+            "snr_db_fp32_other_seed": snr(ref, other_seed),
+            "chunks_with_identical_durations": f"{same}/{len(ref)}",
+            "max_abs": float(max(np.abs(x.audio).max() for x in lowp)),
+            "finite": bool(all(np.isfinite(x.audio).all() for x in lowp))}
 
 
 def render(r: dict) -> str:
@@ -291,7 +360,8 @@ def render(r: dict) -> str:
         f"the real format, {r['frames_per_phoneme']} frames (25 ms each) per phoneme",
         "- Server code without HTTP: kokoro_server TorchEngine + Scheduler; G2P replayed",
         f"- Inputs per forward pass (KOKORO_BATCH_SIZE): {r['batch_size']}, padded tokens "
-        f"per pass (KOKORO_BATCH_TOKENS): {r['batch_tokens']}; cuDNN "
+        f"per pass (KOKORO_BATCH_TOKENS): {r['batch_tokens']}; KOKORO_PRECISION "
+        f"{r.get('precision', 'fp32')}; cuDNN "
         f"{'on' if r['cudnn'] else 'off'}; PYTORCH_CUDA_ALLOC_CONF={r['alloc_conf'] or '(unset)'}",
         "",
         "| Measure | Value |",
@@ -311,6 +381,10 @@ def render(r: dict) -> str:
     for key, val in (r.get("vram") or {}).items():
         if val is not None:
             lines.append(f"| VRAM {key.replace('_', ' ')} | {val:.0f} |")
+    for key, val in (r.get("vram_peak_by_tokens") or {}).items():
+        lines.append(f"| torch peak allocation, one pass, {key.replace('_', ' ')} | {val:.0f} |")
+    for key, val in (r.get("precision_vs_fp32") or {}).items():
+        lines.append(f"| {r['precision']} against fp32: {key.replace('_', ' ')} | {val} |")
     lines += ["", f"VRAM figures: {r['vram_scope']}."]
     return "\n".join(lines) + "\n"
 

@@ -13,17 +13,23 @@ py=${PYTHON:-python3}
 "$py" -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -n 3
 export PYTHONPATH=images/kokoro/src PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
-# workers:batch size:batch tokens[:flag], flag one of gpu_bench.py's switches
-# (--no-cudnn, --server-only: no direct engine calls, so VRAM is the server's alone)
-configs=${GPU_CONFIGS:-"1:1:510:--server-only 2:16:1024:--server-only 1:1:510 2:16:1024"}
+# workers:batch size:batch tokens[:flags], flags gpu_bench.py's switches joined by commas
+# (--server-only: no direct engine calls, so VRAM is the server's alone;
+# --precision=bf16; --no-cudnn)
+configs=${GPU_CONFIGS:-"1:1:510:--server-only 1:1:510:--server-only,--precision=bf16
+  1:1:510:--server-only,--precision=fp16 1:16:512:--server-only
+  1:16:512:--server-only,--precision=bf16 2:16:1024:--server-only
+  2:16:1024:--server-only,--precision=bf16 1:1:510 1:1:510:--precision=bf16"}
 for c in $configs; do
   IFS=: read -r w b t extra <<< "$c"
-  tag="w$w-b$b-t$t${extra:+-${extra#--}}"
+  IFS=, read -r -a flags <<< "$extra"
+  tag="w$w-b$b-t$t$(printf -- '-%s' "${flags[@]#--}" | tr -d '=' | sed 's/^-$//')"
   echo "== $tag"
+  start=$SECONDS
   timeout "${GPU_CONFIG_TIMEOUT:-150}" "$py" tests/bench/gpu_bench.py --assets .whl/assets \
     --out "$out" --workers "$w" --batch "$b" --batch-tokens "$t" --tag "$tag" \
-    ${extra:+"$extra"} "$@" > "$out/$tag.log" 2>&1
-  echo "rc=$? $(grep -E '^[0-9]+ \{' "$out/$tag.log" | tail -n 1)"
+    "${flags[@]}" "$@" > "$out/$tag.log" 2>&1
+  echo "rc=$? $((SECONDS - start)) s $(grep -E '^[0-9]+ \{' "$out/$tag.log" | tail -n 1)"
 done
 # The device tool brings back a limited number of files: keep the JSON, fold the logs.
 tail -n 5 "$out"/*.log > "$out/logs.txt"; rm -f "$out"/*.log "$out"/*.md "$out"/nvidia-smi.csv

@@ -22,7 +22,7 @@ def test_torch_server_serves_speech_from_the_real_checkpoint_format(torch_server
     n_tokens = len(state.engine.token_ids(phonemes)) + 2  # with the two pad tokens
     pcm = np.frombuffer(r.content, "<i2")
     assert len(pcm) == n_tokens * 3 * SAMPLES_PER_FRAME  # the duration the predictor set
-    assert state.engine.describe() == {"engine": "torch", "device": "cpu"}
+    assert state.engine.describe() == {"engine": "torch", "device": "cpu", "precision": "fp32"}
 
 
 def test_torch_engine_divides_duration_by_speed(torch_server):

@@ -45,6 +45,7 @@ class Settings:
     workers: int = 1  # engine calls in flight at once (threads; CUDA streams on GPU)
     batch_size: int = 0  # inputs per forward pass; 0 = 16 for torch on CUDA, else 1
     batch_tokens: int = 512  # padded tokens per pass (inputs x longest): bounds its VRAM
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (torch engine: autocast, see torch_precision)
     onnx_threads: int = 0  # 0 = onnxruntime's default (all cores)
     warmup: bool = True
     english_g2p: str = "auto"  # auto | full (needs en_core_web_sm) | lite
@@ -89,6 +90,14 @@ class Settings:
             raise SettingsError(f"KOKORO_ENGINE must be onnx or torch, got {self.engine!r}")
         if self.device not in ("auto", "cuda", "cpu"):
             raise SettingsError(f"KOKORO_DEVICE must be auto, cuda or cpu, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise SettingsError(
+                f"KOKORO_PRECISION must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision != "fp32" and self.engine != "torch":
+            raise SettingsError(
+                f"KOKORO_PRECISION={self.precision} applies to the torch engine only; the onnx "
+                "engine runs its model file as it is (unset KOKORO_PRECISION, or use "
+                "KOKORO_ENGINE=torch)")
         for name in ("max_input_chars", "workers"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"KOKORO_{name.upper()} must be >= 1")
