@@ -3,14 +3,15 @@ issue's three combinations (Kokoro alone; Kokoro + LLM; Kokoro + LLM + ComfyUI) 
 (RTX 5090), 24 GB (RTX 4090) and 16 GB (RTX 4080) cards, with the manifest's real
 `companions:` section and the role's default knobs: LLM Qwen3-8B Q4_K_M, 8192 tokens of
 context in total over 2 slots, f16 KV cache, every layer on the GPU; one Kokoro worker
-(2,592 MiB measured); 1 GiB reserve; ComfyUI Qwen-Image fp8 with the restart-safe
+(1,714 MiB measured unbatched; 2,143 planned for the batched default when it has the card
+to itself); 1 GiB reserve; ComfyUI Qwen-Image fp8 with the restart-safe
 --reserve-vram.
 
-Expected numbers, in MiB: Kokoro 2592; LLM 4797 weights (5.03 GB) + 1152 KV
+Expected numbers, in MiB: Kokoro 1714 beside the LLM; LLM 4797 weights (5.03 GB) + 1152 KV
 (36 layers x 8192 x 2 x 8 heads x 128 x 2 B) + 768 overhead = 6717; ComfyUI's whole set
 1024 context + 19455 diffusion model + 2048 working = 22527, minimum 4096 offloaded.
-ComfyUI keeps Kokoro + LLM + reserve = 10333 MiB free (--reserve-vram 10.1 GiB = 10343
-MiB) beyond what the device already uses, so beside them it gets total - 9309 - 10343.
+ComfyUI keeps Kokoro + LLM + reserve = 9455 MiB free (--reserve-vram 9.3 GiB = 9524 MiB)
+beyond what the device already uses, so beside them it gets total - 8431 - 9524.
 """
 
 import importlib.util
@@ -72,15 +73,15 @@ def plan(card: str | None, svc: dict, **kwargs) -> dict:
 # --- the 3 x 3 matrix ----------------------------------------------------------------
 # (card, combination) -> (fits, ComfyUI mode, --reserve-vram GiB, free MiB after plan)
 MATRIX = {
-    ("32GB", "kokoro"): (True, None, None, 27608),
-    ("32GB", "kokoro+llm"): (True, None, None, 22274),
-    ("32GB", "kokoro+llm+comfyui"): (True, "offload", 10.1, 0),
-    ("24GB", "kokoro"): (True, None, None, 19565),
-    ("24GB", "kokoro+llm"): (True, None, None, 14231),
-    ("24GB", "kokoro+llm+comfyui"): (True, "offload", 10.1, 0),
-    ("16GB", "kokoro"): (True, None, None, 11377),
-    ("16GB", "kokoro+llm"): (True, None, None, 6043),
-    ("16GB", "kokoro+llm+comfyui"): (False, None, 10.1, -7372),
+    ("32GB", "kokoro"): (True, None, None, 29440),
+    ("32GB", "kokoro+llm"): (True, None, None, 23152),
+    ("32GB", "kokoro+llm+comfyui"): (True, "offload", 9.3, 0),
+    ("24GB", "kokoro"): (True, None, None, 21397),
+    ("24GB", "kokoro+llm"): (True, None, None, 15109),
+    ("24GB", "kokoro+llm+comfyui"): (True, "offload", 9.3, 0),
+    ("16GB", "kokoro"): (True, None, None, 13209),
+    ("16GB", "kokoro+llm"): (True, None, None, 6921),
+    ("16GB", "kokoro+llm+comfyui"): (False, None, 9.3, -5675),
 }
 COMBOS = {
     "kokoro": (),
@@ -113,15 +114,15 @@ def test_plan_matrix_fits_mode_reserve_and_free(card, combo):
 
 
 def test_comfyui_budget_beside_kokoro_and_llm_per_card():
-    # budget = total - (kokoro + llm) - --reserve-vram (10343 MiB): ComfyUI counts the
-    # others' live use itself and keeps the reserve free on top of it.
-    budgets = {"32GB": 12955, "24GB": 4912, "16GB": -3276}
+    # budget = total - (kokoro + llm) - --reserve-vram (9.3 GiB = 9524 MiB): ComfyUI
+    # counts the others' live use itself and keeps the reserve free on top of it.
+    budgets = {"32GB": 14652, "24GB": 6609, "16GB": -1579}
     for card, budget in budgets.items():
         result = plan(card, services("llm", "comfyui"))
         row = next(r for r in result["rows"] if r["service"] == "comfyui")
         assert row["breakdown"]["budget_mib"] == budget
         assert row["breakdown"]["full_set_mib"] == 1024 + 19455 + 2048
-        assert result["keep_free"]["planned_mib"] == 10343 - 1024
+        assert result["keep_free"]["planned_mib"] == 9524 - 1024
 
 
 def test_16gb_all_three_names_the_knobs_that_make_it_fit():
@@ -129,21 +130,21 @@ def test_16gb_all_three_names_the_knobs_that_make_it_fit():
     assert not result["fits"]
     assert any("comfyui: needs at least 4.00 GiB" in p for p in result["problems"])
     assert result["suggestions"] == [
-        "set stack_llm_n_gpu_layers to 13 (of 36; the other layers and their KV cache run "
+        "set stack_llm_n_gpu_layers to 19 (of 36; the other layers and their KV cache run "
         "on the CPU, slower)",
         "set stack_comfyui_reserve_policy to resident (ComfyUI then keeps free only the "
         "reserve and Kokoro's cache growth, not the other services' whole share: a job run "
         "while Kokoro or the LLM restarts can take their memory)",
         "disable ComfyUI (stack_comfyui_enabled: false)",
         "disable the LLM (stack_llm_enabled: false)",
-        "use a card with >= 24 GiB of VRAM for GPU 0 (this one has 15.99 GiB)",
+        "use a card with >= 22 GiB of VRAM for GPU 0 (this one has 15.99 GiB)",
     ]
 
 
 def test_each_suggestion_alone_makes_the_16gb_plan_fit():
     base = services("llm", "comfyui")
     variants = [
-        services("llm", "comfyui", llm={"n_gpu_layers": 13}),
+        services("llm", "comfyui", llm={"n_gpu_layers": 19}),
         services("llm", "comfyui", comfyui={"reserve_policy": "resident"}),
         services("llm"),
         services("comfyui"),
@@ -151,7 +152,7 @@ def test_each_suggestion_alone_makes_the_16gb_plan_fit():
     assert not plan("16GB", base)["fits"]
     for svc in variants:
         assert plan("16GB", svc)["fits"], plan("16GB", svc)["table"]
-    assert not plan("16GB", services("llm", "comfyui", llm={"n_gpu_layers": 14}))["fits"]
+    assert not plan("16GB", services("llm", "comfyui", llm={"n_gpu_layers": 20}))["fits"]
     big = [{"index": 0, "name": "24 GiB card", "memory_total_mib": 24 * 1024}]
     assert kv.plan_stack(big, base, COMPANIONS)["fits"]
 
@@ -159,9 +160,9 @@ def test_each_suggestion_alone_makes_the_16gb_plan_fit():
 def test_resident_policy_reserves_only_reserve_and_kokoro_growth():
     result = plan("16GB", services("llm", "comfyui", comfyui={"reserve_policy": "resident"}))
     knobs = result["knobs"]["comfyui"]
-    # 1024 reserve + (2592 - 838 CUDA context) = 2778 MiB -> 2.8 GiB
-    assert knobs["args"] == "--reserve-vram 2.8 --lowvram"
-    assert knobs["budget_mib"] == 16376 - 9309 - 2868
+    # 1024 reserve + (1714 - 838 CUDA context) = 1900 MiB -> 1.9 GiB (1946 MiB)
+    assert knobs["args"] == "--reserve-vram 1.9 --lowvram"
+    assert knobs["budget_mib"] == 16376 - 8431 - 1946
     assert knobs["mode"] == "offload"
 
 
@@ -171,14 +172,14 @@ def test_comfyui_runs_whole_in_normal_mode_on_an_h100():
     assert result["fits"]
     assert result["knobs"]["comfyui"] == {
         "mode": "normal",
-        "args": "--reserve-vram 10.1",
-        "reserve_vram_gib": 10.1,
-        "budget_mib": 81559 - 9309 - 10343,
+        "args": "--reserve-vram 9.3",
+        "reserve_vram_gib": 9.3,
+        "budget_mib": 81559 - 8431 - 9524,
         "reserve_policy": "restart_safe",
     }
     row = next(r for r in result["rows"] if r["service"] == "comfyui")
     assert row["planned_mib"] == 22527
-    assert result["free_mib"] == 81559 - 9309 - 10343 - 22527
+    assert result["free_mib"] == 81559 - 8431 - 9524 - 22527
 
 
 def test_comfyui_alone_on_a_second_card_reserves_only_the_reserve():
@@ -190,7 +191,7 @@ def test_comfyui_alone_on_a_second_card_reserves_only_the_reserve():
     assert result["fits"]
     assert result["knobs"]["comfyui"]["args"] == "--reserve-vram 1.0"
     assert result["knobs"]["comfyui"]["mode"] == "normal"
-    assert [c["free_mib"] for c in result["cards"]] == [14231, 24564 - 1024 - 22527]
+    assert [c["free_mib"] for c in result["cards"]] == [15109, 24564 - 1024 - 22527]
 
 
 def test_moving_comfyui_to_a_free_card_is_suggested():
@@ -285,7 +286,7 @@ def test_too_many_slots_for_the_context_is_a_warning():
 
 
 def test_llm_that_does_not_fit_gets_kv_ctx_and_layer_suggestions():
-    # A 12 GiB card with a 32k context: 1024 + 2592 + 4797 + 4608 KV + 768 = 13789 MiB.
+    # A 12 GiB card with a 32k context: 1024 + 1714 + 4797 + 4608 KV + 768 = 12911 MiB.
     card = [{"index": 0, "name": "12 GiB card", "memory_total_mib": 12288}]
     result = kv.plan_stack(card, services("llm", llm={"ctx_size": 32768}), COMPANIONS)
     assert not result["fits"]
@@ -293,33 +294,35 @@ def test_llm_that_does_not_fit_gets_kv_ctx_and_layer_suggestions():
     assert sugg[0].startswith(
         "set stack_llm_cache_type_k and stack_llm_cache_type_v to q8_0 (KV cache 4.50 -> 2.39"
     )
-    # 12288 - 1024 - 2592 - 4797 - 768 = 3107 MiB of KV = 22093 tokens -> 22016
+    # 12288 - 1024 - 1714 - 4797 - 768 = 3985 MiB of KV = 28337 tokens -> 28160
     assert (
-        sugg[1] == "lower stack_llm_ctx_size to 22016 (now 32768; 11008 tokens per slot "
+        sugg[1] == "lower stack_llm_ctx_size to 28160 (now 32768; 14080 tokens per slot "
         "with stack_llm_parallel 2)"
     )
     assert sugg[2].startswith("set stack_llm_n_gpu_layers to ")
     assert "disable the LLM (stack_llm_enabled: false)" in sugg
-    assert sugg[-1] == "use a card with >= 14 GiB of VRAM for GPU 0 (this one has 12.00 GiB)"
+    assert sugg[-1] == "use a card with >= 13 GiB of VRAM for GPU 0 (this one has 12.00 GiB)"
 
 
 def test_kokoro_workers_scale_its_vram_from_the_measurements():
-    assert kv.kokoro_gpu_vram_mib(1) == 2592
-    assert kv.kokoro_gpu_vram_mib(4) == 4802
-    assert kv.kokoro_gpu_vram_mib(2) == 2592 + 737
+    assert kv.kokoro_gpu_vram_mib(1) == 1714
+    assert kv.kokoro_gpu_vram_mib(2) == 1714 + 737
+    assert kv.kokoro_gpu_vram_mib(4) == 1714 + 3 * 737  # 3,925: 4,802 before the fold
     result = plan("32GB", services(kokoro={"workers": 4, "batch_size": 1}))
-    assert result["rows"][0]["planned_mib"] == 4802
+    assert result["rows"][0]["planned_mib"] == 3925
     explicit = plan("32GB", services(kokoro={"vram_mib": 2600}))
     assert explicit["rows"][0]["planned_mib"] == 2600
 
 
 def test_batched_passes_add_their_measured_share_per_worker_and_token():
-    assert kv.kokoro_gpu_vram_mib(1, 512) == 2592 + 1383
-    assert kv.kokoro_gpu_vram_mib(2, 1024) == 2592 + 737 + 5530
-    # Measured on an H100 (docs/benchmarks/gpu-batching-2026-11-27): the plan is above.
-    for workers, tokens, measured in ((1, 512, 3534), (1, 1024, 5332), (2, 1024, 7258),
-                                      (2, 2048, 12478), (4, 1024, 11274)):
-        assert kv.kokoro_gpu_vram_mib(workers, tokens) >= measured
+    # 1.81 MiB per padded token in place of the unbatched pass's 498 MiB, per worker
+    assert kv.kokoro_gpu_vram_mib(1, 512) == 1714 + (927 - 498)
+    assert kv.kokoro_gpu_vram_mib(2, 1024) == 1714 + 737 + 2 * (1854 - 498)
+    assert kv.kokoro_gpu_vram_mib(1, 128) == 1714  # a small batch fits in the pass's share
+    # Measured on an H100, the server's code with weight norm folded
+    # (docs/benchmarks/gpu-server-vram-2026-11-27): the plan is at or above each point.
+    for workers, tokens, measured in ((1, 0, 1714), (1, 512, 2136), (2, 1024, 4918)):
+        assert measured <= kv.kokoro_gpu_vram_mib(workers, tokens) <= measured * 1.05
 
 
 def test_kokoro_batches_by_default_only_where_it_has_the_card_to_itself():
@@ -329,11 +332,24 @@ def test_kokoro_batches_by_default_only_where_it_has_the_card_to_itself():
     assert "batches of 1024 tokens" in alone["table"]
     shared = plan("32GB", services("llm"))
     assert shared["knobs"]["kokoro"]["batch_size"] == 1
-    assert shared["rows"][0]["planned_mib"] == 2592
+    assert shared["rows"][0]["planned_mib"] == 1714
     forced = plan("32GB", services("llm", kokoro={"batch_size": 16}))
     assert forced["rows"][0]["planned_mib"] == kv.kokoro_gpu_vram_mib(1, 512)
     cpu = plan("32GB", services(kokoro={"device": "cpu"}))
     assert cpu["rows"][0]["planned_mib"] == 0
+
+
+def test_kokoro_precision_reaches_only_the_torch_engine_on_a_gpu():
+    assert plan("32GB", services())["knobs"]["kokoro"]["precision"] == "fp32"
+    gpu = plan("32GB", services(kokoro={"precision": "fp16"}))
+    assert gpu["knobs"]["kokoro"]["precision"] == "fp16"
+    # the plan counts fp32's VRAM, an upper bound
+    assert gpu["rows"][0]["planned_mib"] == kv.kokoro_gpu_vram_mib(1, 512)
+    for where in ({"device": "cpu"}, {"engine": "onnx"}):
+        other = plan("32GB", services(kokoro={"precision": "bf16", **where}))
+        assert other["knobs"]["kokoro"]["precision"] == "fp32", where
+    with pytest.raises(ValueError, match="stack_kokoro_precision: 'half' is not one of fp32"):
+        plan("32GB", services(kokoro={"precision": "half"}))
 
 
 @pytest.mark.parametrize("kokoro", [{"batch_size": -1}, {"batch_size": "many"},
@@ -421,7 +437,7 @@ def test_device_cpu_keeps_a_service_off_the_gpu():
     llm = next(r for r in result["rows"] if r["service"] == "llm")
     assert (llm["device"], llm["planned_mib"]) == ("cpu", 0)
     assert result["knobs"]["llm"]["n_gpu_layers"] == 0
-    assert result["free_mib"] == 27608  # Kokoro has the card to itself: batched
+    assert result["free_mib"] == 29440  # Kokoro has the card to itself: batched
 
 
 # --- unknown total VRAM ---------------------------------------------------------------
@@ -507,7 +523,7 @@ def test_ansible_strings_are_read_as_numbers_and_booleans():
         comfyui={"enabled": "False"},
     )
     result = kv.plan_stack(gpus("24GB"), svc, COMPANIONS, reserve_mib="1024", host_ram_mib="64000")
-    assert result["free_mib"] == 14231
+    assert result["free_mib"] == 15109
 
 
 def test_filter_turns_a_value_error_into_a_failed_plan():
@@ -534,13 +550,13 @@ def test_plan_table_is_fixed_width_with_every_row():
     # the three numeric columns are right-aligned, ending at columns 30, 40 and 50
     for line in lines[2:]:
         assert line[29].isdigit() and line[39].isdigit() and line[49].isdigit(), line
-    assert body["kokoro"].split()[1:5] == ["gpu0", "2.53", "31.84", "0.00"]
+    assert body["kokoro"].split()[1:5] == ["gpu0", "1.67", "31.84", "0.00"]
     assert body["llm"].split()[2] == "6.56"
     assert "offload" in body["comfyui"]
     assert body["total"].split()[2:5] == ["31.84", "31.84", "0.00"]
     assert "fits" in body["total"]
     short = plan("16GB", services("llm", "comfyui"))["table"]
-    assert "short by 7.20 GiB" in short
+    assert "short by 5.54 GiB" in short
 
 
 # --- nvidia-smi parsers -----------------------------------------------------------------
@@ -548,11 +564,11 @@ def test_plan_table_is_fixed_width_with_every_row():
 UUID0 = "GPU-3c1b2a4e-5f6d-7e8f-9a0b-1c2d3e4f5a6b"
 UUID1 = "GPU-8d7c6b5a-4e3f-2a1b-0c9d-8e7f6a5b4c3d"
 GPUS_TEXT = (
-    f"0, {UUID0}, NVIDIA GeForce RTX 5090, 32607, 22154\n"
+    f"0, {UUID0}, NVIDIA GeForce RTX 5090, 32607, 21394\n"
     f"1, {UUID1}, NVIDIA H100 80GB HBM3, 81559, [N/A]\n"
 )
 APPS_TEXT = (
-    f"{UUID0}, 4242, /opt/venv/bin/python3, 2410\n"
+    f"{UUID0}, 4242, /opt/venv/bin/python3, 1650\n"
     f"{UUID0}, 4343, /app/llama-server, 6300\n"
     f"{UUID0}, 4545, python3, 12900\n"
     f"{UUID0}, 4646, [Insufficient Permissions], 544\n"
@@ -566,7 +582,7 @@ def test_parse_gpu_uuids():
             "uuid": UUID0,
             "name": "NVIDIA GeForce RTX 5090",
             "memory_total_mib": 32607,
-            "memory_used_mib": 22154,
+            "memory_used_mib": 21394,
         },
         {
             "index": 1,
@@ -587,7 +603,7 @@ def test_parse_compute_apps():
         "gpu_uuid": UUID0,
         "pid": 4242,
         "process_name": "/opt/venv/bin/python3",
-        "used_memory_mib": 2410,
+        "used_memory_mib": 1650,
     }
     assert apps[3]["process_name"] is None  # [Insufficient Permissions]
     assert apps[3]["used_memory_mib"] == 544
@@ -613,15 +629,15 @@ def test_report_puts_measured_beside_planned():
     assert [
         (s["service"], s["planned_mib"], s["measured_mib"], s["pids"]) for s in report["services"]
     ] == [
-        ("kokoro", 2592, 2410, [4242]),
+        ("kokoro", 1714, 1650, [4242]),
         ("llm", 6717, 6300, [4343]),
-        ("comfyui", 12955, 12900, [4545]),
+        ("comfyui", 14652, 12900, [4545]),
     ]
     assert report["others"] == [{"pid": 4646, "process_name": None, "gpu": 0, "used_mib": 544}]
-    assert report["cards"][0]["free_mib"] == 32607 - 22154
+    assert report["cards"][0]["free_mib"] == 32607 - 21394
     assert report["warnings"] == []
     table = report["table"]
-    assert "kokoro    0            2.53          2.35  4242" in table
+    assert "kokoro    0            1.67          1.61  4242" in table
     assert "minimum headroom per card: 0.50 GiB" in table
 
 

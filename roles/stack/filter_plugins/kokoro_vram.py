@@ -14,11 +14,20 @@ types (it allocates weights, KV cache and compute buffers at start), ComfyUI by
 
 Sources of the numbers (checked 2026-11-27):
 
-[BENCH-GPU]  docs/benchmarks/README.md, GPU re-run 2026-11-27 (H100, torch 2.11 cu130,
-             expandable segments): the Kokoro torch process holds 2,592 MiB with one
-             worker and 4,802 MiB with four (nvidia-smi per-process figure); torch
-             reserved 1,754 / 3,744 MiB of it, so ~838 MiB is the CUDA context and
-             kernels, which exist from the first CUDA call on.
+[BENCH-GPU]  docs/benchmarks/gpu-server-vram-2026-11-27 (H100, torch 2.11 cu130,
+             expandable segments, the server's code with weight norm folded, no other
+             calls in the process): one worker holds 1,714 MiB unbatched, 2,136 MiB
+             batched at 512 padded tokens, two workers 4,918 MiB at 1,024 (nvidia-smi
+             per-process figure); ~838 MiB of it is the CUDA context and kernels
+             (process minus torch reserved, the same in every run), there from the
+             first CUDA call on; 378 MiB stays allocated between passes (weights,
+             library workspaces). A worker's pass: 498 MiB at 510 tokens unbatched
+             (1,714 - 838 - 378), 1.80-1.81 MiB per padded token batched.
+[BENCH-W4]   docs/benchmarks/README.md, GPU re-run 2026-11-27 02:33 (before the fold, with
+             the benchmark's direct calls in the process): 2,592 MiB with one worker,
+             4,802 with four, 737 MiB per extra worker. The only multi-worker unbatched
+             figure; likely an upper bound now (the fold and the benchmark fix shrank
+             every one-worker figure), not re-measured with more workers.
 [BENCH-CPU]  docs/benchmarks/kokoro-cpu-onnx.md: the onnx int8 server's RSS is 1,096 MiB
              after 50 and after 500 requests (no growth).
 [GGML]       ggml/src/ggml.c `type_traits`: (block size, bytes per block) of f32 (1, 4),
@@ -65,17 +74,18 @@ MIB = 1024 * 1024
 
 # ------------------------------------------------------------------------- constants
 
-# [BENCH-GPU] Kokoro torch process VRAM by worker count (measured points); between and
-# beyond them the plan extrapolates linearly (~737 MiB per extra worker: one more CUDA
-# stream with its own allocator pool).
-KOKORO_GPU_VRAM_MEASURED = {1: 2592, 4: 4802}
-# [BENCH-BATCH] docs/benchmarks/gpu-batching-2026-11-27: batched forward passes add
-# 1.8-2.7 MiB per padded token of KOKORO_BATCH_TOKENS per worker (torch's cache keeps
-# the peak); the plan counts the highest measured. The server batches the torch engine
-# on CUDA by default (16 inputs, 512 tokens); batch size 1 turns it off.
-KOKORO_BATCH_MIB_PER_TOKEN = 2.7
+# [BENCH-GPU] Kokoro's torch process with one worker, passes not batched.
+KOKORO_GPU_VRAM_ONE_WORKER = 1714
+# [BENCH-W4] each further worker (its own CUDA stream and allocator pool).
+KOKORO_GPU_VRAM_PER_EXTRA_WORKER = 737
+# [BENCH-GPU] a worker's batched pass costs 1.81 MiB per padded token of
+# KOKORO_BATCH_TOKENS, in place of the unbatched pass's 498 MiB counted above. The
+# server batches the torch engine on CUDA by default (16 inputs, 512 tokens); batch
+# size 1 turns it off.
+KOKORO_BATCH_MIB_PER_TOKEN = 1.81
+KOKORO_UNBATCHED_PASS_MIB = 498
 KOKORO_BATCH_TOKENS_DEFAULT = 512
-# [BENCH-GPU] 2,592 process - 1,754 torch reserved: there from start, does not grow.
+# [BENCH-GPU] process - torch reserved: there from start, does not grow.
 KOKORO_CUDA_CONTEXT_MIB = 838
 # [BENCH-CPU] 1,096 MiB measured RSS, rounded up by ~10 % for voices and longer texts.
 KOKORO_CPU_RAM_MIB = 1200
@@ -229,13 +239,16 @@ def kv_cache_mib(*args: Any, **kwargs: Any) -> int:
 
 
 def kokoro_gpu_vram_mib(workers: int, batch_tokens: int = 0) -> int:
-    """Kokoro's torch process VRAM for `workers` workers from [BENCH-GPU]'s two points,
-    plus [BENCH-BATCH]'s share per worker when passes are batched up to `batch_tokens`
-    (0: not batched)."""
-    lo, hi = KOKORO_GPU_VRAM_MEASURED[1], KOKORO_GPU_VRAM_MEASURED[4]
+    """Kokoro's torch process VRAM for `workers` workers ([BENCH-GPU], [BENCH-W4]), with
+    each worker's pass batched up to `batch_tokens` padded tokens (0: not batched).
+    At or above every [BENCH-GPU] point (exact unbatched, +0.3 % at 512 tokens, +5 % for
+    two workers at 1,024); more workers than two are extrapolated."""
     workers = max(1, workers)
-    batched = math.ceil(workers * max(0, batch_tokens) * KOKORO_BATCH_MIB_PER_TOKEN)
-    return lo + math.ceil((workers - 1) * (hi - lo) / 3) + batched
+    vram = KOKORO_GPU_VRAM_ONE_WORKER + (workers - 1) * KOKORO_GPU_VRAM_PER_EXTRA_WORKER
+    if batch_tokens > 0:
+        batched = math.ceil(batch_tokens * KOKORO_BATCH_MIB_PER_TOKEN)
+        vram += workers * max(0, batched - KOKORO_UNBATCHED_PASS_MIB)
+    return vram
 
 
 def _kokoro_batched_tokens(kokoro: dict) -> int:
@@ -378,10 +391,17 @@ def normalize_services(
     if batch_size is None or batch_size < 0 or tokens is None or tokens < 0:
         raise ValueError("stack_kokoro_batch_size (auto or 0 or more) and "
                          "stack_kokoro_batch_tokens (0 or more): bad value")
+    precision = _choice(k.get("precision"), "stack_kokoro_precision",
+                        ("fp32", "fp16", "bf16"), "fp32")
+    engine = ("torch" if device == "gpu" else "onnx") if engine == "auto" else engine
     kokoro.update(
         device=device,
         gpu=gpu,
-        engine=("torch" if device == "gpu" else "onnx") if engine == "auto" else engine,
+        engine=engine,
+        # The server refuses fp16/bf16 but for torch on CUDA: elsewhere (a fleet's CPU
+        # hosts under the same group_vars) the host runs fp32. The plan counts fp32's
+        # VRAM either way, an upper bound (fp16: 1,536 against 1,714 MiB, one worker).
+        precision=precision if device == "gpu" and engine == "torch" else "fp32",
         workers=workers,
         batch_size=batch_size,
         batch_tokens=tokens,
@@ -623,6 +643,7 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
             "workers": kokoro["workers"],
             "batch_size": kokoro["batch_size"],
             "batch_tokens": kokoro["batch_tokens"],
+            "precision": kokoro["precision"],
             "gpu": kokoro["gpu"],
             "vram_mib": kokoro["vram_mib"] if kokoro["device"] == "gpu" else 0,
         }
