@@ -3,7 +3,7 @@
 Kokoro-82M ships fp32 weights only. Under autocast the weights stay fp32 and each
 matrix product and convolution runs in the lower precision. Measured on an H100
 (docs/benchmarks/gpu-server-vram-2026-11-27): fp16 takes a 510-token pass from 788 to
-511 MiB over the weights at the same speed; bf16 is slower there and drifts more.
+511 MiB over the weights, speed within run-to-run noise; bf16 drifts more.
 The parts that turn numbers into pitch and waveform stay fp32, because there an error
 of one part in 256 (bf16) is audible: the F0 and energy projections, the sine source
 (it integrates F0 into phase with a cumsum over every sample) and the vocoder's STFT
