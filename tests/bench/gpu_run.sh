@@ -15,11 +15,11 @@ export PYTHONPATH=images/kokoro/src PYTORCH_CUDA_ALLOC_CONF=expandable_segments:
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 # workers:batch size:batch tokens[:flags], flags gpu_bench.py's switches joined by commas
 # (--server-only: no direct engine calls, so VRAM is the server's alone;
-# --precision=bf16; --no-cudnn)
-configs=${GPU_CONFIGS:-"1:1:510:--server-only 1:1:510:--server-only,--precision=bf16
-  1:1:510:--server-only,--precision=fp16 1:16:512:--server-only
-  1:16:512:--server-only,--precision=bf16 2:16:1024:--server-only
-  2:16:1024:--server-only,--precision=bf16 1:1:510 1:1:510:--precision=bf16"}
+# --precision=fp16; --no-cudnn). The device tool brings back 8 files: at most 6 configs.
+# The default measures what the VRAM plan still extrapolates (more workers, fp16 batched).
+configs=${GPU_CONFIGS:-"1:1:510:--server-only 2:1:510:--server-only 4:1:510:--server-only
+  1:1:510:--server-only,--precision=fp16 1:16:512:--server-only,--precision=fp16
+  2:16:1024:--server-only,--precision=fp16"}
 for c in $configs; do
   IFS=: read -r w b t extra <<< "$c"
   IFS=, read -r -a flags <<< "$extra"
