@@ -34,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO / "images" / "kokoro" / "src"), str(REPO / "images" / "kokoro" / "tests")]
 
+from kokoro_server.settings import PRECISIONS  # noqa: E402 - after the path above
+
 
 def import_kmodel():
     """Import kokoro.model without kokoro/__init__ (which pulls misaki and spaCy)."""
@@ -147,7 +149,7 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=None,
                     help="KOKORO_BATCH_TOKENS (default: the server's)")
     ap.add_argument("--no-cudnn", action="store_true", help="measure without cuDNN")
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
                     help="KOKORO_PRECISION")
     ap.add_argument("--server-only", action="store_true",
                     help="no direct engine calls: warm up as the server does, then only the "
@@ -283,7 +285,7 @@ def main() -> None:
         result["vram"] = {"torch_max_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
                           "torch_max_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
                           "nvidia_smi_process_mib": process_vram_mib()}
-    if cuda:  # after the VRAM figures: direct calls, on this thread's stream
+        # after the VRAM figures: direct calls, on this thread's stream
         try:
             result["vram_peak_by_tokens"] = peak_by_tokens(engine, pack,
                                                            phonemes[texts["long"]])
@@ -382,7 +384,8 @@ def render(r: dict) -> str:
         if val is not None:
             lines.append(f"| VRAM {key.replace('_', ' ')} | {val:.0f} |")
     for key, val in (r.get("vram_peak_by_tokens") or {}).items():
-        lines.append(f"| torch peak allocation, one pass, {key.replace('_', ' ')} | {val:.0f} |")
+        shown = val if isinstance(val, str) else f"{val:.0f}"  # a string: why it is missing
+        lines.append(f"| torch peak allocation, one pass, {key.replace('_', ' ')} | {shown} |")
     for key, val in (r.get("precision_vs_fp32") or {}).items():
         lines.append(f"| {r['precision']} against fp32: {key.replace('_', ' ')} | {val} |")
     lines += ["", f"VRAM figures: {r['vram_scope']}."]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 SAMPLE_RATE = 24_000
+PRECISIONS = ("fp32", "bf16", "fp16")  # KOKORO_PRECISION; engines/torch_precision.py
 
 
 class SettingsError(ValueError):
@@ -90,7 +91,7 @@ class Settings:
             raise SettingsError(f"KOKORO_ENGINE must be onnx or torch, got {self.engine!r}")
         if self.device not in ("auto", "cuda", "cpu"):
             raise SettingsError(f"KOKORO_DEVICE must be auto, cuda or cpu, got {self.device!r}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
+        if self.precision not in PRECISIONS:
             raise SettingsError(
                 f"KOKORO_PRECISION must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.precision != "fp32" and self.engine != "torch":
