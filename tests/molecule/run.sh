@@ -15,13 +15,24 @@ scenarios=("$@")
 if [ ${#scenarios[@]} -eq 0 ]; then
   for f in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$f")")"); done
 fi
-# The log takes Molecule's output; the [time] line stays on the terminal.
-run_scenario() { molecule test -s "$1" >"$2" 2>&1; }
+# The log takes Molecule's output; the [time] line stays on the terminal. Under
+# tests/stages.sh, testinfra's results and each scenario's exit status go to
+# $KOKORO_CI_RESULTS for the closing summary line.
+run_scenario() {
+  if [ -n "${KOKORO_CI_RESULTS:-}" ]; then
+    PYTEST_ADDOPTS="--junitxml=$KOKORO_CI_RESULTS/molecule-$1.xml" molecule test -s "$1" >"$2" 2>&1
+  else
+    molecule test -s "$1" >"$2" 2>&1
+  fi
+}
 
 passed=0 failed=0 failures=()
 for s in "${scenarios[@]}"; do
   log="${TMPDIR:-/tmp}/molecule-$s.log"
-  if timed "molecule $s" run_scenario "$s" "$log"; then
+  rc=0
+  timed "molecule $s" run_scenario "$s" "$log" || rc=$?
+  [ -z "${KOKORO_CI_RESULTS:-}" ] || echo "molecule $s $rc" >>"$KOKORO_CI_RESULTS/steps"
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
     grep -aE '^\S+ +: actions=|[0-9]+ passed' "$log" | sed 's/\x1b\[[0-9;]*m//g; s/^/  /' | tail -n 3
   else

@@ -96,11 +96,17 @@ def test_streamed_captions_keep_offsets_cumulative_across_chunks(client):
     assert whole["words"] == words and whole["duration"] == done["duration"]
 
 
-def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
-    def stamp(s: str) -> float:
+def ms(seconds: float) -> int:
+    """Whole milliseconds, the unit both caption formats write: comparing times as floats
+    parsed two ways (5 + 935/1000 against float("05.935")) fails by one ulp on some values."""
+    return round(seconds * 1000)
+
+
+def parse_srt(text: str) -> list[tuple[int, int, int, str]]:
+    def stamp(s: str) -> int:
         h, m, rest = s.split(":")
-        sec, ms = rest.split(",")
-        return int(h) * 3600 + int(m) * 60 + int(sec) + int(ms) / 1000
+        sec, milli = rest.split(",")
+        return ((int(h) * 60 + int(m)) * 60 + int(sec)) * 1000 + int(milli)
 
     out = []
     for block in text.strip().split("\n\n"):
@@ -111,10 +117,11 @@ def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
     return out
 
 
-def parse_vtt(text: str) -> list[tuple[float, float, str]]:
-    def stamp(s: str) -> float:
-        h, m, sec = s.split(":")
-        return int(h) * 3600 + int(m) * 60 + float(sec)
+def parse_vtt(text: str) -> list[tuple[int, int, str]]:
+    def stamp(s: str) -> int:
+        h, m, rest = s.split(":")
+        sec, milli = rest.split(".")
+        return ((int(h) * 60 + int(m)) * 60 + int(sec)) * 1000 + int(milli)
 
     head, *blocks = text.strip().split("\n\n")
     assert head == "WEBVTT"
@@ -138,9 +145,9 @@ def test_srt_and_webvtt_hold_the_same_captions_as_the_words(client):
     assert " ".join(c[2] for c in vtt_cues) == " ".join(w["word"] for w in words)
     assert len(vtt_cues) >= 3  # one per sentence at least; lines stay short
     assert all(len(c[2]) <= 42 for c in vtt_cues)
-    starts = {w["start"] for w in words}
-    ends = {w["end"] for w in words}
-    prev = 0.0
+    starts = {ms(w["start"]) for w in words}
+    ends = {ms(w["end"]) for w in words}
+    prev = 0
     for start, end, _ in vtt_cues:
         assert start in starts and end in ends and prev <= start < end
         prev = end

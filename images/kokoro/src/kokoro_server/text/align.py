@@ -39,6 +39,12 @@ class Word:
         return replace(self, start=start, end=end)
 
 
+def millis(seconds: float) -> int:
+    """Whole milliseconds: the one rounding that word times and caption stamps share, so
+    a word's time in JSON and in SRT/WebVTT never differ by a rounding step."""
+    return max(0, round(seconds * 1000))
+
+
 @dataclass(frozen=True)
 class TimedWord:
     word: str
@@ -46,7 +52,8 @@ class TimedWord:
     end: float
 
     def as_dict(self) -> dict:
-        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3)}
+        return {"word": self.word, "start": millis(self.start) / 1000,
+                "end": millis(self.end) / 1000}
 
 
 def has_alnum(text: str) -> bool:

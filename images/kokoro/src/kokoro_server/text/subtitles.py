@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .align import TimedWord
+from .align import TimedWord, millis
 
 MAX_CHARS = 42
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*$")
@@ -43,7 +43,7 @@ def cues(words: Sequence[TimedWord], max_chars: int = MAX_CHARS) -> list[Cue]:
 
 
 def _stamp(seconds: float, sep: str) -> str:
-    ms = max(0, round(seconds * 1000))
+    ms = millis(seconds)
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
