@@ -16,8 +16,8 @@ help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 venv: $(VENV)/.installed  ## Create the Python venv with the pinned tools.
-$(VENV)/.installed: requirements-dev.txt images/kokoro/pyproject.toml
-	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r requirements-dev.txt && touch $@
+$(VENV)/.installed: requirements-dev.txt constraints.txt images/kokoro/pyproject.toml
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r requirements-dev.txt -c constraints.txt && touch $@
 
 testbed: venv  ## Install and start Docker, build base images, serve the model mirror.
 	bash tests/testbed/up.sh

@@ -2,6 +2,7 @@
 outside any test case still counts as a failure."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,11 @@ def test_error_in_setup(broken): pass
 def junit(tmp_path: Path, results: Path, name: str, source: str) -> None:
     test = tmp_path / f"test_{name.replace('-', '_')}.py"
     test.write_text(source)
+    # The inner run sees none of the outer run's options or plugins.
+    env = {**os.environ, "PYTEST_ADDOPTS": "", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test),
-                    f"--junitxml={results / name}.xml"], cwd=tmp_path, capture_output=True)
+                    f"--junitxml={results / name}.xml"], cwd=tmp_path, capture_output=True,
+                   env=env)
 
 
 def summary(results: Path, *status: str) -> list[str]:

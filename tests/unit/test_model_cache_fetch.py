@@ -5,9 +5,8 @@ digest checks, resume, replacement of a wrong file, clean failure, bundle adopti
 import hashlib
 import importlib.util
 import json
-import os
+import random
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,7 +25,8 @@ def _load(name, path):
 fetch = _load("model_cache_fetch", REPO / "roles/model_cache/library/model_cache_fetch.py")
 mirror_server = _load("mirror_server", REPO / "tests/molecule/model_cache/files/mirror_server.py")
 
-PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # over three read blocks
+# Over three read blocks; fixed bytes, so a corrupted copy always differs from it.
+PAYLOAD = random.Random(20261206).randbytes(3 * (1 << 20) + 12345)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
@@ -40,13 +40,31 @@ class Mirror:
         self.log = root.parent / f"access-{support_range}.log"
         self.server = mirror_server.make_server(str(root), 0, str(self.log), support_range)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        # Connections being served: the server logs a request after its last byte is
+        # sent, so a client can be done before its line is written.
+        self._busy, self._idle = 0, threading.Condition()
+        serve = self.server.finish_request
+
+        def finish_request(request, address):
+            with self._idle:
+                self._busy += 1
+            try:
+                serve(request, address)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
+
+        self.server.finish_request = finish_request
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
 
     def requests(self):
-        # The server logs a request just after sending its last byte; let it finish.
-        time.sleep(0.2)
+        """The logged requests, once every connection the client made is served (each
+        was accepted before the client saw its answer)."""
+        with self._idle:
+            assert self._idle.wait_for(lambda: self._busy == 0, timeout=60), "mirror stuck"
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
@@ -235,7 +253,7 @@ def test_fetch_rejects_a_bad_bundle_copy_and_removes_it(tmp_path):
     cache = tmp_path / "cache"
     incoming = cache / ".incoming/kokoro"
     incoming.mkdir(parents=True)
-    (incoming / "model.bin").write_bytes(PAYLOAD[:-1] + b"!")
+    (incoming / "model.bin").write_bytes(PAYLOAD[:-1] + bytes([PAYLOAD[-1] ^ 0xFF]))
     art = {"path": "kokoro/model.bin", "sha256": DIGEST, "size": len(PAYLOAD),
            "src": str(incoming / "model.bin")}
     result = run({"dir": str(cache), "artifacts": [art]})

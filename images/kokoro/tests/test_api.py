@@ -93,20 +93,21 @@ def test_models_lists_kokoro_and_openai_aliases_and_each_is_accepted(client):
 
 
 def test_health_is_ok_without_credentials(onnx_server):
-    r = httpx.get(onnx_server.url + "/health")
+    r = httpx.get(onnx_server.url + "/health", timeout=60)
     assert r.status_code == 200
     assert r.json()["status"] == "ok" and r.json()["engine"] == "onnx"
 
 
 def test_requests_without_or_with_a_wrong_key_get_401(onnx_server, caplog):
     url = onnx_server.url
-    assert_error(httpx.post(url + "/v1/audio/speech", json={"input": "hi"}), 401,
+    assert_error(httpx.post(url + "/v1/audio/speech", json={"input": "hi"}, timeout=60), 401,
                  "missing_api_key")
-    r = httpx.get(url + "/v1/audio/voices", headers={"Authorization": "Bearer wrong-key-123"})
+    r = httpx.get(url + "/v1/audio/voices", headers={"Authorization": "Bearer wrong-key-123"},
+                  timeout=60)
     assert_error(r, 401, "invalid_api_key")
     assert r.headers["www-authenticate"] == "Bearer"
-    assert_error(httpx.get(url + "/metrics", headers={"Authorization": "Basic x"}), 401,
-                 "missing_api_key")
+    assert_error(httpx.get(url + "/metrics", headers={"Authorization": "Basic x"}, timeout=60),
+                 401, "missing_api_key")
     assert "wrong-key-123" not in caplog.text and API_KEY not in caplog.text
 
 
@@ -178,14 +179,18 @@ def test_text_with_emoji_and_invisible_characters_is_still_spoken(client):
 
 
 def test_metrics_count_requests_audio_and_expose_histograms(client):
-    client.post("/v1/audio/speech", json={"input": "Count me.", "stream": False})
+    before = metric(client.get("/metrics").text, "kokoro_audio_seconds_total")
+    r = client.post("/v1/audio/speech", json={"input": "Count me.", "stream": False,
+                                              "response_format": "pcm"})
+    spoken = len(r.content) / 2 / 24000
     client.post("/v1/audio/speech", json={"input": ""})
     text = client.get("/metrics").text
     assert metric(text, "kokoro_requests_total",
                   '{route="/v1/audio/speech",status="200"}') >= 1
     assert metric(text, "kokoro_requests_total",
                   '{route="/v1/audio/speech",status="400"}') >= 1
-    assert metric(text, "kokoro_audio_seconds_total") > 0.5
+    # this request's audio at least (other tests' requests may land in between)
+    assert metric(text, "kokoro_audio_seconds_total") - before >= spoken * 0.9
     assert metric(text, "kokoro_synthesis_seconds_count") >= 1
     assert metric(text, "kokoro_real_time_factor_count") >= 1
     assert metric(text, "kokoro_time_to_first_audio_seconds_count") >= 1

@@ -31,7 +31,8 @@ class RecordingEngine(Engine):
     def infer_batch(self, items) -> list[Synthesis]:
         self.passes.append(["".join(chr(96 + i) for i in ids) for ids, _, _ in items])
         self.started.set()
-        self.release.wait(10)
+        # A held pass that timed out would end early and show a wrong layout, not a hang.
+        assert self.release.wait(600), "the test never released the held pass"
         return [Synthesis(np.zeros(len(ids) * 600, np.float32)) for ids, _, _ in items]
 
 
@@ -46,11 +47,11 @@ def engine_and_workers(request):
 def run(workers, engine, jobs) -> list:
     """Occupy the worker with a blocker, queue `jobs` behind it, then let it all go."""
     blocker = workers.submit("z", PACK, 1.0)
-    assert engine.started.wait(10)
+    assert engine.started.wait(600)
     futures = [workers.submit(text, PACK, 1.0, owner, first) for text, owner, first in jobs]
     engine.release.set()
-    blocker.result(10)
-    return [f.result(10) for f in futures]
+    blocker.result(600)
+    return [f.result(600) for f in futures]
 
 
 @pytest.mark.parametrize("engine_and_workers", [4], indirect=True)
@@ -100,14 +101,14 @@ def test_a_requests_first_chunk_runs_without_its_later_chunks(engine_and_workers
 def test_a_cancelled_chunk_never_reaches_the_engine(engine_and_workers):
     engine, workers = engine_and_workers
     blocker = workers.submit("z", PACK, 1.0)
-    assert engine.started.wait(10)
+    assert engine.started.wait(600)
     dropped = workers.submit("aa", PACK, 1.0)
     kept = workers.submit("bb", PACK, 1.0)
     workers.cancel(dropped)
     assert workers.queued == 1
     engine.release.set()
-    blocker.result(10)
-    kept.result(10)
+    blocker.result(600)
+    kept.result(600)
     assert dropped.cancelled()
     assert engine.passes == [["z"], ["bb"]]
 

@@ -5,6 +5,7 @@ batch differ in length frame by frame, not just in tokens)."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import httpx
@@ -82,12 +83,26 @@ def test_a_lone_forward_is_unchanged_by_enabling_batches(varied_model, no_phase_
 
 
 def test_concurrent_requests_share_forward_passes(torch_settings):
+    """The first request's pass is held until the other four are queued behind it (on a
+    fast host it could otherwise end before the next one arrives), so the layout is
+    fixed: one pass alone, then one pass of the four that waited."""
     settings = replace(torch_settings, port=free_port(), batch_size=4, workers=1)
     texts = ["Hi there.", "Good morning to you.", "See you soon.", "Thanks a lot.",
              "Well done."]
     results: dict[str, httpx.Response] = {}
     with ServerThread(settings) as server:
-        assert server.state.engine.max_batch == 4
+        state = server.state
+        assert state.engine.max_batch == 4
+        engine_pass, held, release = state.engine.synthesize_batch, threading.Event(), \
+            threading.Event()
+
+        def first_pass_held(items):
+            if not held.is_set():
+                held.set()
+                assert release.wait(600), "the test never let the first pass go"
+            return engine_pass(items)
+
+        state.engine.synthesize_batch = first_pass_held
 
         def speak(text: str) -> None:
             results[text] = httpx.post(
@@ -97,20 +112,26 @@ def test_concurrent_requests_share_forward_passes(torch_settings):
         threads = [threading.Thread(target=speak, args=(t,)) for t in texts]
         for t in threads:
             t.start()
+        try:
+            assert held.wait(600)
+            deadline = time.monotonic() + 600
+            while state.scheduler._workers.queued < len(texts) - 1:
+                assert time.monotonic() < deadline, "the other requests never queued"
+                time.sleep(0.05)
+        finally:
+            release.set()
         for t in threads:
             t.join()
-        metrics = httpx.get(server.url + "/metrics").text
-        state = server.state
+        metrics = httpx.get(server.url + "/metrics", timeout=60).text
         for text in texts:
             assert results[text].status_code == 200, results[text].text
             n_tokens = len(state.engine.token_ids(state.phonemizer(text, "a"))) + 2
             # Each request gets its own audio: the length its own tokens set.
             assert len(np.frombuffer(results[text].content, "<i2")) == \
                 n_tokens * 3 * SAMPLES_PER_FRAME
-    count = _sample(metrics, "kokoro_batch_size_count")
-    alone = _sample(metrics, 'kokoro_batch_size_bucket{le="1.0"}')
     assert _sample(metrics, "kokoro_batch_size_sum") == len(texts)
-    assert count < len(texts) and alone < count, metrics
+    assert _sample(metrics, "kokoro_batch_size_count") == 2, metrics
+    assert _sample(metrics, 'kokoro_batch_size_bucket{le="1.0"}') == 1, metrics
 
 
 def _sample(metrics: str, name: str) -> float:

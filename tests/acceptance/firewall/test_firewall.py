@@ -343,13 +343,16 @@ def test_firewall_host_reverts_by_itself_when_new_rules_drop_the_ssh_connection(
     assert "went back to its previous rules by itself" in out, out[-3000:]
     assert (_listing(host), host.file(RULES_FILE).sha256sum) == before, (
         "the host did not return to its previous rules")
-    # The revert job's own marker: it fired within the timeout of the load (the revert
-    # point is written just before the job is armed and the rules are loaded).
+    # The revert job's own marker: it waited out the confirmation timeout (the revert
+    # point is written just before the job is armed and the rules are loaded; mtimes are
+    # whole seconds) and then fired. The upper bound only ties the marker to this run's
+    # timer: two Ansible tasks over SSH on a loaded host can take many seconds.
     newest = host.check_output(f"ls -t {RUN_DIR}/*.reverted | head -n1")
     stem = newest[: -len(".reverted")]
     armed = int(host.check_output("stat -c %%Y %s", f"{stem}.revert.nft"))
     fired = int(host.check_output("stat -c %%Y %s", newest))
-    assert fired - armed <= timeout + 3, f"reverted {fired - armed} s after the load"
+    assert timeout - 1 <= fired - armed <= timeout + 60, (
+        f"reverted {fired - armed} s after the load, with a {timeout} s timeout")
     assert probe_tcp(address, 22) == "open", "sshd does not answer after the revert"
     print(f"role run with the revert: {seconds:.0f} s")
 
