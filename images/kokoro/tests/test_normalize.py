@@ -1,6 +1,8 @@
 """English text normalisation: written forms -> what a reader says (pure functions)."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from kokoro_server.api.speech import normalized
 from kokoro_server.settings import Settings
@@ -192,3 +194,51 @@ def test_the_setting_and_the_request_field_switch_normalisation_for_english_only
     assert normalized("5 km", "a", False, on)[0] == "5 km"
     for lang in "efhipjz":  # espeak-ng and CJK G2P read numbers in their own language
         assert normalized("5 km", lang, True, on) == ("5 km", ())
+
+
+# Inputs that took the old normaliser seconds to minutes (its patterns backtracked over
+# whole runs without whitespace): each is 20,000 characters, the request limit.
+HOSTILE = {
+    "dotted letters": "a." * 10_000,
+    "www runs": "www." * 5_000,
+    "digit dashes": "1-" * 10_000,
+    "digit run": "1" * 20_000,  # over Python's 4,300-digit int() limit
+    "grouped digits": "1," + "000," * 4_999 + "0",
+    "open brackets": "[" * 20_000,
+    "at signs": "a@" * 10_000,
+    "dotted digits": "1.2." * 5_000,
+    "plus groups": "+1 " * 6_666,
+    "colons": "1:" * 10_000,
+}
+
+
+def test_the_pattern_never_runs_over_more_than_max_run_characters_without_whitespace():
+    from kokoro_server.text.normalize import MAX_RUN, _windows
+
+    for text in [*HOSTILE.values(), "x" * (3 * MAX_RUN + 7) + " tail", "short text", ""]:
+        windows = list(_windows(text))
+        # the windows tile the text, in order
+        assert [w for w in windows if w[0] >= w[1]] == []
+        assert "".join(text[a:b] for a, b in windows) == text
+        assert all(a == prev_b for (_, prev_b), (a, _) in itertools.pairwise(windows))
+        for a, b in windows:
+            assert max(map(len, text[a:b].split()), default=0) <= MAX_RUN, (a, b)
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_input_is_normalised_piece_by_piece_without_error(name):
+    text = HOSTILE[name]
+    result = normalize(text)
+    assert result.text and len(result.text) >= len(text) // 2
+    for span in result.spans:  # every span still points at its spoken form
+        assert result.text[span.start:span.end].strip() == result.text[span.start:span.end]
+
+
+def test_a_long_run_keeps_the_rules_working_after_it():
+    text = "x" * 1000 + " costs $5 and 5 km"
+    assert normalize(text).text == "x" * 1000 + " costs five dollars and five kilometers"
+
+
+def test_numbers_beyond_a_quintillion_are_read_digit_by_digit():
+    nine = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert normalize("1234567890123456789").text == " ".join([*nine, "zero", *nine])

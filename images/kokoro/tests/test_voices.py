@@ -48,14 +48,27 @@ def test_pt_reader_refuses_a_pickle_that_would_run_code(tmp_path):
 def test_blend_parses_weights_and_defaults_to_one():
     assert parse_blend("af_bella(2)+af_sky(1)") == [("af_bella", 2.0), ("af_sky", 1.0)]
     assert parse_blend("af_bella + am_adam(0.5)") == [("af_bella", 1.0), ("am_adam", 0.5)]
+    assert parse_blend("af_bella(.5)+af_sky(2.)") == [("af_bella", 0.5), ("af_sky", 2.0)]
 
 
 @pytest.mark.parametrize("spec", ["af_bella(", "af_bella()+", "+af_sky", "af bella",
-                                  "af_bella(-1)", "af_bella(0)", "a(1)" + "+a(1)" * 8, "   "])
+                                  "af_bella(-1)", "af_bella(0)", "a(1)" + "+a(1)" * 8, "   ",
+                                  "af_bella(1.2.3)", "af_bella(.)"])
 def test_blend_rejects_malformed_specs(spec):
     with pytest.raises(ApiError) as err:
         parse_blend(spec)
     assert err.value.status == 400 and err.value.code == "invalid_voice"
+
+
+def test_a_voice_longer_than_the_limit_is_refused_before_any_parsing():
+    from kokoro_server.voices import MAX_VOICE_CHARS
+
+    # the old pattern backtracked over a run of digits: 3.6 s for this one
+    for spec in ["a(" + "1" * 20_000 + "x", "a" * (MAX_VOICE_CHARS + 1)]:
+        with pytest.raises(ApiError) as err:
+            parse_blend(spec)
+        assert err.value.code == "invalid_voice" and str(MAX_VOICE_CHARS) in err.value.message
+    assert parse_blend("a" * MAX_VOICE_CHARS) == [("a" * MAX_VOICE_CHARS, 1.0)]
 
 
 def test_blend_is_the_weighted_mean_of_the_packs(model_dir):

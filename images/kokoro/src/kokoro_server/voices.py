@@ -94,14 +94,22 @@ def load_voice_pack(path: Path | str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-_BLEND_PART = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*(?:\(\s*([0-9]*\.?[0-9]+)\s*\))?\s*$")
+# One reading per string (no two repetitions can claim the same digits): linear time.
+_BLEND_PART = re.compile(
+    r"^\s*([A-Za-z0-9_\-]+)\s*(?:\(\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*\))?\s*$")
 MAX_BLEND_PARTS = 8
+# Eight parts such as "af_bella(0.25)" with spaces fit many times over.
+MAX_VOICE_CHARS = 256
 
 
 def parse_blend(spec: str) -> list[tuple[str, float]]:
     """'af_bella(2)+af_sky(1)' -> [('af_bella', 2.0), ('af_sky', 1.0)]; weight default 1."""
     if not isinstance(spec, str) or not spec.strip():
         raise ApiError(400, "invalid_voice", "voice must be a non-empty string", "voice")
+    if len(spec) > MAX_VOICE_CHARS:
+        raise ApiError(400, "invalid_voice",
+                       f"voice is {len(spec)} characters long; at most {MAX_VOICE_CHARS}: a "
+                       "voice name or a blend such as af_bella(2)+af_sky(1)", "voice")
     parts = spec.split("+")
     if len(parts) > MAX_BLEND_PARTS:
         raise ApiError(400, "invalid_voice",

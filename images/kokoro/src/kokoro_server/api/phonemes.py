@@ -28,7 +28,8 @@ async def phonemize(body: PhonemizeRequest, st: State) -> dict:
         lang = st.voices.resolve(body.voice or st.settings.default_voice)[1]
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, st.phonemizer.ensure, lang)  # 400 if unavailable
-    text, _ = normalized(text, lang, body.normalize, st.settings.normalize)
+    text, _ = await loop.run_in_executor(
+        None, normalized, text, lang, body.normalize, st.settings.normalize)
     chunks = await st.scheduler.phonemize(text, lang)
     if not chunks:
         raise ApiError(400, "no_speakable_text",

@@ -87,7 +87,9 @@ async def prepare(body: SpeechRequest, st) -> Prepared:
         return Prepared(check_phonemes(text, st.engine.vocab), pack, lang, True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, st.phonemizer.ensure, lang)  # 400 if unavailable
-    text, spans = normalized(text, lang, body.normalize, st.settings.normalize)
+    # off the event loop: other requests and /health go on while a long text is read
+    text, spans = await loop.run_in_executor(
+        None, normalized, text, lang, body.normalize, st.settings.normalize)
     return Prepared(text, pack, lang, False, spans)
 
 

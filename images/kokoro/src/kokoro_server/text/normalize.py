@@ -6,7 +6,11 @@ then sees words (it has number and currency reading of its own, which no longer 
 Other languages are passed through untouched: espeak-ng reads their numbers itself.
 
 One left-to-right pass with one combined pattern: at each position the first rule in
-RULES that matches wins, so "$5.50" is money, not a number. Each replacement is recorded
+RULES that matches wins, so "$5.50" is money, not a number. The pass is linear in the
+text: no rule's match crosses more than a bounded stretch of whitespace, and a run of
+over MAX_RUN characters without whitespace ("a.a.a...", a pasted blob) is matched in
+pieces of MAX_RUN, so no match attempt scans further than that (on whole runs, the
+domain and number rules took quadratic time: 24 s for "a." * 10000). Each replacement is recorded
 as a Span (where it sits in the output, and the original text), so captions can show
 "$5.50" over the time of "five dollars and fifty cents".
 
@@ -26,7 +30,7 @@ Choices, kept simple on purpose:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -125,8 +129,8 @@ def number(s: str, british: bool = False) -> str:
     neg = s.startswith("-")
     s = s.lstrip("-")
     whole, _, frac = s.partition(".")
-    if len(whole) > 1 and whole.startswith("0") and not frac:
-        words = digits(whole)
+    if (len(whole) > 1 and whole.startswith("0") and not frac) or len(whole) > 18:
+        words = digits(whole)  # beyond 10^18 digit by digit (and never int() of a huge run)
     else:
         words = cardinal(int(whole or "0"), british)
     if frac:
@@ -209,7 +213,7 @@ AMBIGUOUS = {"St": ("Saint", "Street"), "Dr": ("Doctor", "Drive")}
 _CAN_END_SENTENCE = {"etc", "Jr", "Sr", "Ave", "St", "Dr"}
 
 RULES: list[tuple[str, str]] = [
-    ("markup", r"\[[^\]\n]+\]\(/[^)\n]*/\)"),
+    ("markup", r"\[[^\]\n]{1,200}\]\(/[^)\n]{0,200}/\)"),
     ("url", r"(?i:\b(?:https?|ftp)://)[^\s<>\"']*[^\s<>\"'.,;:!?)\]}]"),
     ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
     ("domain", rf"(?i:\b(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:{_TLDS})\b){_URL_TAIL}"),
@@ -239,6 +243,22 @@ RULES: list[tuple[str, str]] = [
     ("amp", r"(?<=\s)&(?=\s)"),
 ]
 _PATTERN = re.compile("|".join(f"(?P<{name}>{pat})" for name, pat in RULES))
+MAX_RUN = 100  # longest run without whitespace matched as one piece (a URL is shorter)
+_LONG_RUN = re.compile(rf"\S{{{MAX_RUN + 1},}}")
+
+
+def _windows(text: str) -> Iterator[tuple[int, int]]:
+    """The [start, end) stretches the pattern runs over: the text between long runs
+    whole, and each long run in pieces of MAX_RUN characters."""
+    pos = 0
+    for run in _LONG_RUN.finditer(text):
+        if run.start() > pos:
+            yield pos, run.start()
+        for start in range(run.start(), run.end(), MAX_RUN):
+            yield start, min(start + MAX_RUN, run.end())
+        pos = run.end()
+    if pos < len(text):
+        yield pos, len(text)
 
 
 def _sentence_ends_after(text: str, end: int) -> bool:
@@ -406,7 +426,8 @@ def normalize(text: str, british: bool = False) -> Normalized:
     out: list[str] = []
     spans: list[Span] = []
     pos = length = 0
-    for m in _PATTERN.finditer(text):
+    matches = (m for start, end in _windows(text) for m in _PATTERN.finditer(text, start, end))
+    for m in matches:
         spoken = HANDLERS[m.lastgroup](m, text, british)
         if spoken == m.group():
             continue
