@@ -160,6 +160,27 @@ def test_oversized_body_is_refused_before_it_is_read(client):
     assert_error(r, 413, "input_too_long")
 
 
+def chunked(*parts: bytes):
+    """A body without Content-Length: httpx sends an iterator chunked."""
+    yield from parts
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_its_bytes_arrive(client):
+    # the input itself is short: only counting the bytes can refuse this body
+    body = chunked(b'{"input": "Hi.", "padding": "', *[b"a" * 10_000] * 20, b'"}')
+    r = client.post("/v1/audio/speech", content=body,
+                    headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert_error(r, 413, "input_too_long")
+
+
+def test_a_chunked_body_within_the_limit_is_spoken(client):
+    body = chunked(b'{"input": "Hi ', b'there.", "response_format": "pcm", "stream": false}')
+    r = client.post("/v1/audio/speech", content=body,
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.content) > 24000 * 2 * 0.3, r.text
+
+
 def test_unknown_route_and_method_use_the_same_error_shape(client):
     assert_error(client.get("/v1/nope"), 404, "not_found")
     assert_error(client.get("/v1/audio/speech"), 405, "method_not_allowed")

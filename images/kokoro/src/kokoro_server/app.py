@@ -92,7 +92,10 @@ class RequestMetrics:
 
 
 class BodyLimit:
-    """Refuse a speech body too large to hold an allowed input before reading it."""
+    """Refuse a speech body too large to hold an allowed input: at once where its
+    Content-Length says so, and otherwise by counting the bytes as they arrive (a
+    chunked body, or a Content-Length that lies), never holding more than the limit.
+    The body is read here, before admission, and handed to the route whole."""
 
     PATHS: ClassVar[frozenset[str]] = frozenset(
         {"/v1/audio/speech", "/v1/audio/speech/captioned", "/v1/audio/phonemize"})
@@ -101,14 +104,41 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
+    def _too_long(self, size: str) -> JSONResponse:
+        return _error(ApiError(
+            413, "input_too_long",
+            f"request body of {size} bytes is over the limit of {self.max_bytes} bytes; "
+            "send less input per request (split long texts)", "input"))
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] in self.PATHS:
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.max_bytes:
-                err = ApiError(413, "input_too_long",
-                               f"request body of {int(length)} bytes is over the limit", "input")
-                return await _error(err)(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] not in self.PATHS:
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_long(str(int(length)))(scope, receive, send)
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client left before its body was complete
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > self.max_bytes:
+                return await self._too_long(f"over {size}")(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        handed = False
+
+        async def replay():
+            # the whole body once, then the client's own messages (its disconnect)
+            nonlocal handed
+            if handed:
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
 
 
 def _error(exc: ApiError) -> JSONResponse:
