@@ -110,6 +110,14 @@ def test_every_file_has_its_type_and_security_headers(anon, name):
     assert r.headers["x-frame-options"] == "DENY"
 
 
+def test_the_root_favicon_is_the_players_icon_without_a_key(anon):
+    """Browsers fetch /favicon.ico for pages that name no icon: a 401 there was a
+    console error that arrived at any time (and failed the key test below by chance)."""
+    r = anon.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml"
+    assert r.content == anon.get("/web/favicon.svg").content
+
+
 @pytest.mark.parametrize("path", ["/web/missing.js", "/web/%2e%2e%2fapp.py", "/web/web.py"])
 def test_only_the_players_own_files_are_served(anon, path):
     r = anon.get(path)

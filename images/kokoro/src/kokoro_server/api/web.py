@@ -72,3 +72,10 @@ def web_index() -> Response:
 @router.get("/web/{name}")
 def web_file(name: str) -> Response:
     return _file(name)
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on any page that names no icon (an SVG opened on
+    its own, a JSON answer): the player's icon, without a key, not a 401 in their log."""
+    return _file("favicon.svg")
