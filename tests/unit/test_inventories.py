@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".venv" / "bin"
+BIN = Path(sys.executable).parent  # the venv running the tests, wherever it lives
 INVENTORIES = ("homelab", "fleet")
 GPU_CLASSES = ("rtx5090", "rtx4090", "a100", "h100")
 FLEET_CLASSES = (*GPU_CLASSES, "cpu")
