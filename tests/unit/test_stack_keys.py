@@ -98,3 +98,12 @@ def test_a_key_that_would_break_the_proxy_is_refused_before_anything_is_written(
     assert "Some API keys of llm are not 16 or more" in done.stdout, done.stdout
     assert not any(b in done.stdout + done.stderr for b in bad)
     assert not list((tmp_path / "project" / "secrets").iterdir())
+
+
+def test_a_key_with_a_trailing_newline_is_refused(tmp_path):
+    # `$` in a pattern matches before a final newline: the key would end the proxy's
+    # header line early
+    done = run(tmp_path, stack_kokoro_api_keys=["0123456789abcdef0123\n"])
+    assert done.returncode != 0
+    assert "Some API keys of kokoro are not 16 or more" in done.stdout, done.stdout
+    assert not list((tmp_path / "project" / "secrets").iterdir())
