@@ -2,15 +2,18 @@
 loopback (the same mirror server the Molecule scenario runs on its test hosts): fetch,
 digest checks, resume, replacement of a wrong file, clean failure, bundle adoption."""
 
+import functools
 import hashlib
 import importlib.util
 import json
 import random
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from ansible.module_utils.urls import open_url
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +40,7 @@ def opener(url, headers, timeout):
 class Mirror:
     def __init__(self, root: Path, support_range: bool):
         self.root = root
-        self.log = root.parent / f"access-{support_range}.log"
+        self.log = root.parent / f"access-{root.name}-{support_range}.log"
         self.server = mirror_server.make_server(str(root), 0, str(self.log), support_range)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         # Connections being served: the server logs a request after its last byte is
@@ -322,3 +325,83 @@ def test_fetch_sends_the_token_with_hugging_face_requests_only(tmp_path, range_m
     p["artifacts"].append(other)
     assert run(p)["errors"] == []
     assert [r["auth"] for r in range_mirror.requests()] == [True, False]
+
+
+# ---- redirects: where the Hugging Face token may go ---------------------------------
+
+def test_a_redirect_keeps_the_token_on_its_own_origin_only():
+    auth = {"User-Agent": "kokoro-deploy", "Authorization": "Bearer hf_x"}
+    same, kept = fetch.redirected("https://huggingface.co/a/resolve/main/x", "/api/x", auth)
+    assert same == "https://huggingface.co/api/x" and kept == auth
+    for away in ("https://cdn-lfs.hf.co/x", "https://huggingface.co:8443/x"):
+        new, sent = fetch.redirected("https://huggingface.co/a/x", away, auth)
+        assert new == away and sent == {"User-Agent": "kokoro-deploy"}
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused():
+    with pytest.raises(fetch.FetchError, match="from HTTPS to plain HTTP"):
+        fetch.redirected("https://huggingface.co/x", "http://huggingface.co/x", {})
+
+
+class Redirector(Mirror):
+    """A second source on loopback that sends /away/<path> to the mirror under another
+    host name (localhost, not 127.0.0.1) and /loop to itself, logging like the mirror."""
+
+    def __init__(self, root: Path, target: str):
+        super().__init__(root, True)
+        partial = self.server.RequestHandlerClass  # functools.partial(handler, directory=...)
+        handler = partial.func
+        target_port = urllib.parse.urlsplit(target).port
+
+        class Redirect(handler):
+            def do_GET(self):
+                if self.path.startswith("/away/"):
+                    where = f"http://localhost:{target_port}/{self.path[len('/away/'):]}"
+                elif self.path == "/loop":
+                    where = "/loop"
+                else:
+                    return super().do_GET()
+                self.send_response(302)
+                self.send_header("Location", where)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server.RequestHandlerClass = functools.partial(Redirect, *partial.args,
+                                                            **partial.keywords)
+
+
+def open_once(url, headers, timeout):
+    return open_url(url, headers=headers, timeout=timeout, follow_redirects="none")
+
+
+def test_the_token_is_not_sent_where_a_source_redirects_to_another_host(tmp_path, range_mirror):
+    away = tmp_path / "away"
+    away.mkdir()
+    redirector = Redirector(away, range_mirror.url)
+    try:
+        cache = tmp_path / "cache"
+        cache.mkdir()
+        p = params(cache, redirector.url + "away/", huggingface_token="hf_unit_test")
+        p["artifacts"][0]["huggingface"] = True
+        result = fetch.run(p, opener=fetch.following_redirects(open_once), sleep=lambda s: None)
+        assert result["errors"] == []
+        assert (cache / "kokoro/model.bin").read_bytes() == PAYLOAD
+        assert [(r["status"], r["auth"]) for r in redirector.requests()] == [(302, True)]
+        assert [(r["status"], r["auth"]) for r in range_mirror.requests()] == [(200, False)]
+    finally:
+        redirector.server.shutdown()
+        redirector.server.server_close()
+
+
+def test_a_redirect_loop_ends_with_an_error_naming_it(tmp_path):
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    redirector = Redirector(loop, "http://127.0.0.1:9/")
+    try:
+        opener = fetch.following_redirects(open_once)
+        with pytest.raises(fetch.FetchError, match="more than 10 redirects"):
+            opener(redirector.url + "loop", headers={}, timeout=10)
+        assert len(redirector.requests()) == fetch.MAX_REDIRECTS + 1
+    finally:
+        redirector.server.shutdown()
+        redirector.server.server_close()

@@ -12,6 +12,7 @@ import pwd
 import shutil
 import time
 import urllib.error
+import urllib.parse
 
 try:
     from ansible.module_utils.basic import AnsibleModule
@@ -123,6 +124,47 @@ CHUNK = 1 << 20
 
 class FetchError(Exception):
     """A file could not be put in place; the message names the file and the fix."""
+
+
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+def redirected(url: str, location: str, headers: dict) -> tuple[str, dict]:
+    """Where a redirect from `url` leads, and the headers to send there: the token
+    (Authorization) only to the same scheme, host and port it was meant for, and never
+    from HTTPS down to plain HTTP."""
+    new = urllib.parse.urljoin(url, location)
+    if _origin(url)[0] == "https" and _origin(new)[0] != "https":
+        raise FetchError(f"{url} redirects to {new}, from HTTPS to plain HTTP: refused. Point "
+                         "the source at an HTTPS URL that stays on HTTPS.")
+    if _origin(new) != _origin(url):
+        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+    return new, headers
+
+
+def following_redirects(open_once):
+    """An opener that follows redirects by `redirected`'s rules, over `open_once`, which
+    must raise HTTPError for a redirect (Ansible's open_url with follow_redirects='none')."""
+
+    def opener(url, headers, timeout):
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                return open_once(url, headers=headers, timeout=timeout)
+            except urllib.error.HTTPError as err:
+                location = err.headers.get("Location") if err.headers else None
+                if err.code not in REDIRECT_CODES or not location:
+                    raise
+                err.close()
+                url, headers = redirected(url, location, headers)
+        raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    return opener
 
 
 def sha256_file(path: str, chunk: int = CHUNK) -> str:
@@ -431,14 +473,16 @@ def main():
     )
     p = module.params
 
-    def opener(url, headers, timeout):
+    def open_once(url, headers, timeout):
         return open_url(
             url,
             headers=headers,
             timeout=timeout,
             validate_certs=p["validate_certs"],
-            follow_redirects="all",
+            follow_redirects="none",
         )
+
+    opener = following_redirects(open_once)
 
     for art in p["artifacts"]:
         missing = {"path", "sha256"} - set(art)
