@@ -121,3 +121,89 @@ def test_warm_up_runs_its_passes_before_releasing_the_engines_cache():
     engine.warm_up("hello", PACK)
     assert engine.passes == [["hello"], ["hello"]]
     assert order == [2], "the cache must be released once, after the last warm-up pass"
+
+
+class FaultyEngine(RecordingEngine):
+    """Fails every pass that holds an input containing 'x'; `fail_all` breaks it whole
+    (a lost GPU); `short` makes it return one result too few."""
+
+    def __init__(self, max_batch: int):
+        super().__init__(max_batch)
+        self.release.set()
+        self.fail_all = False
+        self.short = False
+
+    def infer_batch(self, items) -> list[Synthesis]:
+        out = super().infer_batch(items)
+        if self.fail_all or any(24 in ids for ids, _, _ in items):  # 'x' is token 24
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return out[:-1] if self.short else out
+
+
+def faulty(max_batch: int = 4) -> tuple[FaultyEngine, EngineWorkers]:
+    engine = FaultyEngine(max_batch)
+    workers = EngineWorkers(engine, Metrics(), workers=1, batch_tokens=64)
+    workers.probe = ("hello", PACK, 1.0)
+    return engine, workers
+
+
+def test_one_bad_input_fails_only_its_own_request_in_a_batch():
+    engine, workers = faulty()
+    engine.release.clear()  # hold the first pass so the three queue behind it
+    blocker = workers.submit("z", PACK, 1.0)
+    assert engine.started.wait(600)
+    good, bad, also_good = (workers.submit(t, PACK, 1.0, object()) for t in ("aa", "xx", "bb"))
+    engine.release.set()
+    blocker.result(600)
+    assert good.result(600) and also_good.result(600)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        bad.result(600)
+    assert engine.passes == [["z"], ["aa", "xx", "bb"], ["aa"], ["xx"], ["bb"]]
+    assert workers.broken is None
+    workers.close()
+
+
+def test_a_result_count_mismatch_fails_the_request_and_the_worker_goes_on():
+    engine, workers = faulty()
+    engine.short = True
+    # the base engine's own check, or the workers' one for an engine that skips it
+    with pytest.raises((ValueError, RuntimeError), match=r"shorter|returned 0 results"):
+        workers.submit("aa", PACK, 1.0).result(600)
+    engine.short = False
+    assert workers.submit("bb", PACK, 1.0).result(600)  # the same worker thread
+    workers.close()
+
+
+def test_bad_inputs_alone_do_not_mark_the_engine_broken():
+    engine, workers = faulty()
+    for _ in range(5):
+        with pytest.raises(RuntimeError):
+            workers.submit("xx", PACK, 1.0).result(600)
+    assert workers.broken is None  # the known-good probe passed each time
+    assert engine.passes.count(["hello"]) >= 1
+    workers.close()
+
+
+def test_an_engine_that_fails_a_known_good_input_is_broken_until_a_pass_succeeds():
+    engine, workers = faulty()
+    engine.fail_all = True
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            workers.submit("aa", PACK, 1.0).result(600)
+    assert workers.broken == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert workers.metrics.ready._value.get() == 0
+    engine.fail_all = False
+    assert workers.submit("aa", PACK, 1.0).result(600)
+    assert workers.broken is None and workers.metrics.ready._value.get() == 1
+    workers.close()
+
+
+def test_health_says_the_engine_is_failing_while_it_is_broken():
+    from types import SimpleNamespace
+
+    from kokoro_server.api.ops import health
+
+    scheduler = SimpleNamespace(engine_broken="RuntimeError: CUDA error")
+    r = health(SimpleNamespace(ready=True, scheduler=scheduler))
+    assert r.status_code == 503
+    assert r.body == b'{"status":"engine_failing","error":"RuntimeError: CUDA error"}'

@@ -51,10 +51,11 @@ def load(state: AppState) -> None:
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
                                 workers=s.workers, max_queue=s.max_queue,
                                 batch_tokens=s.batch_tokens)
+    lang = state.voices.info[s.default_voice].lang_code
+    pack, _ = state.voices.resolve(s.default_voice)
+    phonemes = state.phonemizer(WARMUP_TEXT, lang if lang in ("a", "b") else "a")
+    state.scheduler.set_probe(phonemes, pack)
     if s.warmup:
-        lang = state.voices.info[s.default_voice].lang_code
-        pack, _ = state.voices.resolve(s.default_voice)
-        phonemes = state.phonemizer(WARMUP_TEXT, lang if lang in ("a", "b") else "a")
         state.engine.warm_up(phonemes, pack)
     state.ready = True
     state.metrics.ready.set(1)

@@ -10,6 +10,12 @@ time to first audio 150-190 ms without this rule, 68 ms with it). Later chunks m
 overlap, which keeps a single long request ahead of real time. Nothing waits for a
 batch to fill, so a lone request is never slowed down; under load the queue fills
 while a pass runs and the next pass takes what fits.
+
+A failed pass of several inputs is run again input by input, so one input the engine
+cannot take fails only its own request. After FAILURES_BEFORE_PROBE failed passes in a
+row the engine is tried on a known-good input (the warm-up's): if that fails too, the
+engine itself is broken (a lost GPU, a persistent CUDA error) and `broken` says why,
+so /health stops answering ok; the next pass that succeeds clears it.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ import numpy as np
 
 from .engines.base import MAX_TOKENS, Engine, Synthesis
 from .metrics import Metrics
+
+FAILURES_BEFORE_PROBE = 3
 
 
 @dataclass
@@ -48,6 +56,9 @@ class EngineWorkers:
         self._running = 0
         self._busy: set[int] = set()  # id() of the owners whose first chunk is running
         self._closed = False
+        self.probe: tuple[str, np.ndarray, float] | None = None  # a known-good input
+        self.broken: str | None = None  # why the engine counts as broken, if it does
+        self._failures = 0  # failed passes in a row
         self._threads = [threading.Thread(target=self._run, name=f"engine-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._threads:
@@ -85,6 +96,27 @@ class EngineWorkers:
                         self._jobs.remove(job)
                         break
             self.metrics.queue_depth.set(len(self._jobs))
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        if self.broken is not None:
+            self.broken = None
+            self.metrics.ready.set(1)
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if self._failures < FAILURES_BEFORE_PROBE or self.probe is None:
+            return
+        try:
+            out = self.engine.synthesize_batch([self.probe])
+            if len(out) == 1 and len(out[0].audio) > 0:
+                self._succeeded()  # the inputs were at fault, not the engine
+                return
+            exc = RuntimeError("the engine returned no audio for a known-good input")
+        except Exception as probe_exc:
+            exc = probe_exc
+        self.broken = f"{type(exc).__name__}: {exc}"[:300]
+        self.metrics.ready.set(0)
 
     def close(self) -> None:
         with self._cond:
@@ -142,10 +174,22 @@ class EngineWorkers:
         try:
             results: list[Synthesis] = self.engine.synthesize_batch(
                 [(j.phonemes, j.pack, j.speed) for j in batch])
-        except BaseException as exc:  # the request sees the engine's error
+            if len(results) != len(batch):
+                raise RuntimeError(f"the engine returned {len(results)} results for "
+                                   f"{len(batch)} inputs")
+        except Exception as exc:
+            if len(batch) > 1:
+                for job in batch:
+                    self._call([job])
+                return
+            batch[0].future.set_exception(exc)  # the request sees the engine's error
+            self._failed(exc)
+            return
+        except BaseException as exc:
             for job in batch:
                 job.future.set_exception(exc)
-            return
+            raise
+        self._succeeded()
         took = time.perf_counter() - start
         self.metrics.batch_size.observe(len(batch))
         for job, result in zip(batch, results, strict=True):

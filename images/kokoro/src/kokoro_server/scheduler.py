@@ -67,6 +67,15 @@ class Scheduler:
         self._workers.close()
         self._g2p_pool.shutdown(wait=False, cancel_futures=True)
 
+    def set_probe(self, phonemes: str, pack: np.ndarray) -> None:
+        """A known-good input, to tell a broken engine from bad inputs (engine_workers)."""
+        self._workers.probe = (phonemes, pack, 1.0)
+
+    @property
+    def engine_broken(self) -> str | None:
+        """Why the engine counts as broken (it failed a known-good input), else None."""
+        return self._workers.broken
+
     @property
     def admitted(self) -> int:
         return self._admitted

@@ -1,4 +1,5 @@
-"""GET /health (ready only after load and warm-up) and GET /metrics (Prometheus)."""
+"""GET /health (ready after load and warm-up, while the engine works) and GET /metrics
+(Prometheus)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
@@ -14,6 +15,11 @@ router = APIRouter()
 def health(st: State) -> JSONResponse:
     if not st.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
+    broken = st.scheduler.engine_broken if st.scheduler else None
+    if broken:
+        # unhealthy, so the container's health check, the stack's verify and a load
+        # balancer take this server out; the next pass that succeeds clears it
+        return JSONResponse({"status": "engine_failing", "error": broken}, status_code=503)
     return JSONResponse({"status": "ok", **st.engine.describe(),
                          "voices": len(st.voices.ids()), "english_g2p": st.phonemizer.english})
 
