@@ -287,6 +287,9 @@ def test_full_queue_answers_503_with_retry_after(small_server):
             err = assert_error(busy, 503, "server_busy")
             assert err["type"] == "server_busy"
             assert int(busy.headers["retry-after"]) >= 1
+            # phonemize shares the G2P thread with speech: it queues in the same place
+            assert_error(httpx.post(url + "/v1/audio/phonemize", json={"input": "Me too."},
+                                    timeout=120), 503, "server_busy")
         assert _wait_idle(small_server) == 0
         ok = c.post("/v1/audio/speech", json={"input": "My turn now.", "stream": False})
         assert ok.status_code == 200

@@ -28,9 +28,15 @@ async def phonemize(body: PhonemizeRequest, st: State) -> dict:
         lang = st.voices.resolve(body.voice or st.settings.default_voice)[1]
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, st.phonemizer.ensure, lang)  # 400 if unavailable
-    text, _ = await loop.run_in_executor(
-        None, normalized, text, lang, body.normalize, st.settings.normalize)
-    chunks = await st.scheduler.phonemize(text, lang)
+    # admitted like speech: it shares the G2P thread that streams need for their next
+    # chunk, so it takes a place in the same bounded queue (or a 503)
+    release = st.scheduler.admit()
+    try:
+        text, _ = await loop.run_in_executor(
+            None, normalized, text, lang, body.normalize, st.settings.normalize)
+        chunks = await st.scheduler.phonemize(text, lang)
+    finally:
+        release()
     if not chunks:
         raise ApiError(400, "no_speakable_text",
                        "the input has no text that can be spoken in this language", "input")
