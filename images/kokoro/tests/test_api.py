@@ -4,14 +4,16 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
 from kokoro_server.audio.encode import FORMATS
 from kokoro_server.text.chunking import chunk_text
-from kokoro_testlib import API_KEY, assert_error, decode_audio
+from kokoro_testlib import API_KEY, ServerThread, assert_error, decode_audio, free_port
 
 HELLO = "Hello there. How are you today?"
 
@@ -293,6 +295,30 @@ def test_full_queue_answers_503_with_retry_after(small_server):
         assert _wait_idle(small_server) == 0
         ok = c.post("/v1/audio/speech", json={"input": "My turn now.", "stream": False})
         assert ok.status_code == 200
+
+
+def test_a_client_that_stops_reading_loses_its_response_and_its_place(onnx_settings):
+    """A streaming client that never reads (a tiny receive buffer, so the server's sends
+    soon wait) holds the only place; once KOKORO_SEND_TIMEOUT passes without a byte read
+    the server drops it, gives the place back and speaks to the next client."""
+    settings = replace(onnx_settings, port=free_port(), workers=1, max_queue=0,
+                       api_keys=(), warmup=False, send_timeout=2.0)
+    body = json.dumps({"input": LONG, "response_format": "pcm", "speed": 4.0}).encode()
+    request = (b"POST /v1/audio/speech HTTP/1.1\r\nHost: test\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    with ServerThread(settings) as server, socket.socket() as stalled:
+        state = server.state
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", settings.port))
+        stalled.sendall(request + body)
+        deadline = time.monotonic() + 300
+        while state.scheduler.admitted < 1:
+            assert time.monotonic() < deadline, "the client was never admitted"
+            time.sleep(0.05)
+        assert _wait_idle(server, deadline_s=600) == 0, "the stalled client kept its place"
+        r = httpx.post(server.url + "/v1/audio/speech", timeout=120,
+                       json={"input": "My turn now.", "stream": False})
+        assert r.status_code == 200
 
 
 def test_client_disconnect_stops_generation(small_server):

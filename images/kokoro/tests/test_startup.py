@@ -37,7 +37,10 @@ def test_api_keys_never_appear_in_the_settings_repr():
                                        ({"KOKORO_BATCH_TOKENS": "-5"}, "KOKORO_BATCH_TOKENS"),
                                        ({"KOKORO_PORT": "http"}, "KOKORO_PORT"),
                                        ({"KOKORO_WARMUP": "maybe"}, "KOKORO_WARMUP"),
-                                       ({"KOKORO_NORMALIZE": "maybe"}, "KOKORO_NORMALIZE")])
+                                       ({"KOKORO_NORMALIZE": "maybe"}, "KOKORO_NORMALIZE"),
+                                       ({"KOKORO_SEND_TIMEOUT": "0"}, "KOKORO_SEND_TIMEOUT"),
+                                       ({"KOKORO_SEND_TIMEOUT": "soon"},
+                                        "KOKORO_SEND_TIMEOUT")])
 def test_bad_settings_name_the_variable(env, match):
     with pytest.raises(SettingsError, match=match):
         Settings.from_env(env)

@@ -1,6 +1,7 @@
 """Wire settings, routes and the model's lifespan into one ASGI app; `main` runs it."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -142,6 +143,38 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+class SendDeadline:
+    """A client that leaves a speech response unread for `seconds` loses it: the send
+    that waited is abandoned, the synthesis behind it stops and its admission place is
+    given back, and the connection is closed. Without it, clients that stop reading
+    hold every place of the queue for as long as they keep the connection open."""
+
+    def __init__(self, app, seconds: float):
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in BodyLimit.PATHS:
+            return await self.app(scope, receive, send)
+        stalled = False
+
+        async def send_with_deadline(message):
+            nonlocal stalled
+            try:
+                await asyncio.wait_for(send(message), self.seconds)
+            except TimeoutError:
+                stalled = True
+                raise
+
+        try:
+            await self.app(scope, receive, send_with_deadline)
+        except TimeoutError:
+            if not stalled:
+                raise
+            log.warning("%s %s: the client read nothing for %.0f s; response dropped",
+                        scope.get("method"), scope["path"], self.seconds)
+
+
 def _error(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -203,6 +236,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
 
     # JSON may spend up to 6 bytes on one character (\uXXXX escapes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_input_chars * 6 + 65536)
+    app.add_middleware(SendDeadline, seconds=settings.send_timeout)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
 

@@ -43,6 +43,8 @@ class Settings:
     default_voice: str = "af_heart"
     max_input_chars: int = 20_000
     max_queue: int = 32  # requests admitted beyond those being served -> 503 after
+    # seconds a client may leave audio unread before its response is dropped
+    send_timeout: float = 30.0
     workers: int = 1  # engine calls in flight at once (threads; CUDA streams on GPU)
     batch_size: int = 0  # inputs per forward pass; 0 = 16 for torch on CUDA, else 1
     batch_tokens: int = 512  # padded tokens per pass (inputs x longest): bounds its VRAM
@@ -110,6 +112,9 @@ class Settings:
             raise SettingsError("KOKORO_BATCH_SIZE must be >= 0 (0 picks by engine and device)")
         if self.max_queue < 0:
             raise SettingsError("KOKORO_MAX_QUEUE must be >= 0")
+        if not self.send_timeout > 0:
+            raise SettingsError("KOKORO_SEND_TIMEOUT must be > 0 (seconds a client may leave "
+                                "audio unread)")
         if self.requires_auth and not self.api_keys:
             raise SettingsError(
                 f"binding to {self.host} (not loopback) needs API keys: set KOKORO_API_KEYS "

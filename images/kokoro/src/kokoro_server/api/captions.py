@@ -13,7 +13,7 @@ import json
 from contextlib import aclosing
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from ..engines.base import FRAME_SAMPLES
 from ..errors import ApiError
@@ -22,6 +22,7 @@ from ..text.align import Captioner, TimedWord
 from ..text.subtitles import render
 from .deps import State, require_api_key
 from .speech import admit_and_plan, prepare, spoken_pieces
+from .streaming import STREAM_HEADERS, ClosingStreamingResponse
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -87,5 +88,5 @@ async def captioned_speech(body: CaptionedSpeechRequest, request: Request, st: S
                         "words": [w.as_dict() for w in chunk_words]}
                 yield (json.dumps(line) + "\n").encode()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson",
-                             headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
+    return ClosingStreamingResponse(lines(), media_type="application/x-ndjson",
+                                    headers=STREAM_HEADERS)

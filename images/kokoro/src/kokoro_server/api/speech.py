@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from ..audio.encode import MEDIA_TYPES, Encoder
 from ..errors import ApiError
@@ -27,6 +27,7 @@ from ..text.g2p import normalize_lang
 from ..text.normalize import Span, normalize
 from ..text.phonemes import check_phonemes
 from .deps import State, require_api_key
+from .streaming import STREAM_HEADERS, ClosingStreamingResponse
 
 log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -151,12 +152,14 @@ async def create_speech(body: SpeechRequest, request: Request, st: State):
 
     if body.stream_format == "sse":
         async def events():
-            async for piece in audio_chunks():
-                event = {"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()}
-                yield f"data: {json.dumps(event)}\n\n".encode()
+            async with aclosing(audio_chunks()) as pieces:
+                async for piece in pieces:
+                    event = {"type": "speech.audio.delta",
+                             "audio": base64.b64encode(piece).decode()}
+                    yield f"data: {json.dumps(event)}\n\n".encode()
             yield b'data: {"type": "speech.audio.done"}\n\n'
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    return StreamingResponse(audio_chunks(), media_type=MEDIA_TYPES[fmt],
-                             headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
+        return ClosingStreamingResponse(events(), media_type="text/event-stream",
+                                        headers={"Cache-Control": "no-cache"})
+    return ClosingStreamingResponse(audio_chunks(), media_type=MEDIA_TYPES[fmt],
+                                    headers=STREAM_HEADERS)
