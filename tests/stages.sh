@@ -22,9 +22,9 @@ stage_server() {
   bash tests/testbed/browser.sh || return  # Debian's chromium + chromedriver (web player)
   pytest images/kokoro/tests images/llm/tests --junitxml="$KOKORO_CI_RESULTS/server.xml"
 }
-# torch_runtime spends most of its time on pip downloads (8 minutes on a bare machine,
-# little CPU): when the run includes Molecule, it starts as soon as the test bed is up
-# and runs beside lint, unit and server tests instead of after them. Its log and
+# torch_runtime spends most of its time waiting on pip downloads, not on the CPU: when
+# the run includes Molecule, it starts as soon as the test bed is up and runs beside
+# lint, unit and server tests instead of after them. Its log and
 # [time] line are printed when the Molecule stage ends; its results count as usual.
 EARLY_SCENARIOS=(torch_runtime)
 early_pid=""

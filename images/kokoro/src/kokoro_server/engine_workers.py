@@ -185,10 +185,10 @@ class EngineWorkers:
             batch[0].future.set_exception(exc)  # the request sees the engine's error
             self._failed(exc)
             return
-        except BaseException as exc:
+        except BaseException as exc:  # the requests see it; the worker goes on
             for job in batch:
                 job.future.set_exception(exc)
-            raise
+            return
         self._succeeded()
         took = time.perf_counter() - start
         self.metrics.batch_size.observe(len(batch))

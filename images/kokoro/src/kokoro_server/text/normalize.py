@@ -6,13 +6,15 @@ then sees words (it has number and currency reading of its own, which no longer 
 Other languages are passed through untouched: espeak-ng reads their numbers itself.
 
 One left-to-right pass with one combined pattern: at each position the first rule in
-RULES that matches wins, so "$5.50" is money, not a number. The pass is linear in the
-text: no rule's match crosses more than a bounded stretch of whitespace, and a run of
-over MAX_RUN characters without whitespace ("a.a.a...", a pasted blob) is matched in
-pieces of MAX_RUN, so no match attempt scans further than that (on whole runs, the
-domain and number rules took quadratic time: 24 s for "a." * 10000). Each replacement is recorded
-as a Span (where it sits in the output, and the original text), so captions can show
-"$5.50" over the time of "five dollars and fifty cents".
+RULES that matches wins, so "$5.50" is money, not a number. Each replacement is
+recorded as a Span (where it sits in the output, and the original text), so captions can
+show "$5.50" over the time of "five dollars and fifty cents".
+
+The pass is linear in the text: no rule's match crosses more than a bounded stretch of
+whitespace, and a run of over MAX_RUN characters without whitespace ("a.a.a...", a
+pasted blob) is matched in pieces of MAX_RUN, so no match attempt scans further than
+that (on whole runs, the domain and number rules took quadratic time: 24 s for
+"a." * 10000).
 
 Choices, kept simple on purpose:
 - A bare four-digit number from 1000 to 2099 (no comma, no decimals) is read as a year
