@@ -93,8 +93,8 @@ def test_concurrent_requests_share_forward_passes(torch_settings):
     with ServerThread(settings) as server:
         state = server.state
         assert state.engine.max_batch == 4
-        engine_pass, held, release = state.engine.synthesize_batch, threading.Event(), \
-            threading.Event()
+        engine_pass = state.engine.synthesize_batch
+        held, release = threading.Event(), threading.Event()
 
         def first_pass_held(items):
             if not held.is_set():

@@ -140,10 +140,11 @@ def redirected(url: str, location: str, headers: dict) -> tuple[str, dict]:
     (Authorization) only to the same scheme, host and port it was meant for, and never
     from HTTPS down to plain HTTP."""
     new = urllib.parse.urljoin(url, location)
-    if _origin(url)[0] == "https" and _origin(new)[0] != "https":
+    here, there = _origin(url), _origin(new)
+    if here[0] == "https" and there[0] != "https":
         raise FetchError(f"{url} redirects to {new}, from HTTPS to plain HTTP: refused. Point "
                          "the source at an HTTPS URL that stays on HTTPS.")
-    if _origin(new) != _origin(url):
+    if there != here:
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
     return new, headers
 

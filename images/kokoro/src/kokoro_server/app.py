@@ -93,14 +93,15 @@ class RequestMetrics:
             self.metrics.requests.labels(route, str(status["code"])).inc()
 
 
+# The routes that read a speech body and stream audio back.
+SPEECH_PATHS = frozenset({"/v1/audio/speech", "/v1/audio/speech/captioned", "/v1/audio/phonemize"})
+
+
 class BodyLimit:
     """Refuse a speech body too large to hold an allowed input: at once where its
     Content-Length says so, and otherwise by counting the bytes as they arrive (a
     chunked body, or a Content-Length that lies), never holding more than the limit.
     The body is read here, before admission, and handed to the route whole."""
-
-    PATHS: ClassVar[frozenset[str]] = frozenset(
-        {"/v1/audio/speech", "/v1/audio/speech/captioned", "/v1/audio/phonemize"})
 
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -113,7 +114,7 @@ class BodyLimit:
             "send less input per request (split long texts)", "input"))
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in self.PATHS:
+        if scope["type"] != "http" or scope["path"] not in SPEECH_PATHS:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
@@ -154,7 +155,7 @@ class SendDeadline:
         self.seconds = seconds
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] not in BodyLimit.PATHS:
+        if scope["type"] != "http" or scope["path"] not in SPEECH_PATHS:
             return await self.app(scope, receive, send)
         stalled = False
 
