@@ -21,7 +21,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -165,14 +164,17 @@ def serve(dest: Path, port: int) -> None:
         stderr=log,
         start_new_session=True,
     )
+    # Ready only when this tree's files come back and our server is still alive: a
+    # connection alone could be a stale server from another checkout holding the port,
+    # which our server then fails to bind beside.
     for _ in range(50):
         if proc.poll() is not None:
-            sys.exit(f"mirror: the HTTP server exited at once (port {port} taken?); see {log.name}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                PIDFILE.write_text(str(proc.pid))
-                print(url)
-                return
+            sys.exit(f"mirror: the HTTP server exited at once (port {port} taken by "
+                     f"another server?); see {log.name}")
+        if _answers_with_manifest_files(url) and proc.poll() is None:
+            PIDFILE.write_text(str(proc.pid))
+            print(url)
+            return
         time.sleep(0.1)
     proc.kill()
     sys.exit(f"mirror: the HTTP server did not start on 127.0.0.1:{port}; see {log.name}")

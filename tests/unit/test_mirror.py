@@ -40,3 +40,26 @@ def test_mirror_build_refuses_a_seed_file_with_the_wrong_digest_and_leaves_nothi
 def test_mirror_build_names_the_missing_seed_setting(tmp_path):
     with pytest.raises(SystemExit, match="KOKORO_DEPLOY_SEED_DIR"):
         mirror.build(tmp_path / "mirror", None, {})
+
+
+def test_serve_refuses_a_port_held_by_a_server_that_is_not_this_mirror(tmp_path, monkeypatch):
+    """A stale server from another checkout on the port (here one serving an empty
+    folder) once passed for ours, and every model fetch then got a 404."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(empty))
+    stale = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=stale.serve_forever, daemon=True).start()
+    monkeypatch.setattr(mirror, "CACHE", tmp_path)
+    monkeypatch.setattr(mirror, "PIDFILE", tmp_path / "mirror.pid")
+    try:
+        with pytest.raises(SystemExit, match="taken by another server"):
+            mirror.serve(tmp_path / "mirror", stale.server_address[1])
+        assert not (tmp_path / "mirror.pid").exists()
+    finally:
+        stale.shutdown()
+        stale.server_close()
