@@ -182,8 +182,10 @@ class EngineWorkers:
                 for job in batch:
                     self._call([job])
                 return
-            batch[0].future.set_exception(exc)  # the request sees the engine's error
+            # The engine's state is settled before the request hears of its error, so
+            # a client that then asks /health sees what this failure meant.
             self._failed(exc)
+            batch[0].future.set_exception(exc)  # the request sees the engine's error
             return
         except BaseException as exc:  # the requests see it; the worker goes on
             for job in batch:
