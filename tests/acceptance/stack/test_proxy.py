@@ -13,6 +13,7 @@ Settings (environment), besides KOKORO_STACK_DIR:
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,84 @@ def test_a_rotated_key_opens_nothing(keys, fetch):
         ]
     )
     assert (old_answer.get("status"), new_answer.get("status")) == (401, 200)
+
+
+# Sends one request body of a given size to the proxy, with a Content-Length or chunked
+# (no length up front: the case a server that trusts Content-Length would buffer whole),
+# and answers {"status", "body"} or {"error"}. Standard library only, run on the host.
+BODY_CLIENT = r"""
+import http.client, json, socket, ssl, sys
+r = json.loads(sys.argv[1])
+try:
+    sock = socket.create_connection(("127.0.0.1", r["port"]), timeout=30)
+    sock = ssl.create_default_context(cafile=r["ca"]).wrap_socket(sock, server_hostname=r["name"])
+    conn = http.client.HTTPConnection("127.0.0.1", r["port"])
+    conn.sock = sock
+    # Valid JSON of the asked size: a speech request whose input fills it.
+    head, tail = b'{"model": "kokoro", "voice": "af_heart", "input": "', b'"}'
+    body = head + b"a" * (r["size"] - len(head) - len(tail)) + tail
+    headers = {"Content-Type": "application/json", "Host": r["name"],
+               "Authorization": "Bearer " + r["key"]}
+    if r["chunked"]:
+        def chunks():
+            for i in range(0, len(body), 16384):
+                yield body[i:i + 16384]
+        headers["Transfer-Encoding"] = "chunked"
+        conn.request("POST", r["path"], body=chunks(), headers=headers, encode_chunked=True)
+    else:
+        conn.request("POST", r["path"], body=body, headers=headers)
+    resp = conn.getresponse()
+    print(json.dumps({"status": resp.status, "body": resp.read(2000).decode("utf-8", "replace")}))
+except (OSError, http.client.HTTPException) as exc:
+    # The proxy may answer 413 and close while the body is still being sent.
+    print(json.dumps({"error": type(exc).__name__ + ": " + str(exc)}))
+"""
+
+SIZES = {
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+
+
+def kokoro_body_limit(host) -> int:
+    """The request_body max_size of the proxy's Kokoro route, from its Caddyfile."""
+    caddyfile = host.check_output("cat %s", f"{PROJECT}/secrets/proxy/Caddyfile")
+    block = caddyfile[caddyfile.index("handle @kokoro {") :]
+    value = re.search(r"max_size (\d+)([KMG]?i?B)", block)
+    assert value, "the Kokoro route has no request_body max_size"
+    return int(value[1]) * SIZES[value[2]]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_routes_limit_gets_413_from_the_proxy(host, env, keys, chunked):
+    limit = kokoro_body_limit(host)
+    port = env.get("PROXY_PORT", "443")
+    name = env["PROXY_SERVER_NAMES"].split(",")[0]
+
+    def send(size):
+        r = {
+            "port": int(port),
+            "name": name,
+            "ca": f"{PROJECT}/proxy-ca.crt",
+            "key": keys["kokoro"][0],
+            "path": "/v1/audio/speech",
+            "size": size,
+            "chunked": chunked,
+        }
+        out = host.run("python3 -c %s %s", BODY_CLIENT, json.dumps(r))
+        assert out.rc == 0, out.stderr
+        return json.loads(out.stdout)
+
+    over = send(limit + 4096)
+    assert over.get("status") == 413, over
+    assert json.loads(over["body"])["error"]["code"] == "request_too_large", over
+    # Just under the proxy's limit the body reaches Kokoro, whose own limit is lower:
+    # its 413 says why (the input is too long), not the proxy's.
+    under = send(limit - 4096)
+    assert under.get("status") == 413, under
+    assert json.loads(under["body"])["error"]["code"] != "request_too_large", under
