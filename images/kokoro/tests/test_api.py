@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import socket
 import threading
 import time
+import wave
 from dataclasses import replace
 
 import httpx
@@ -258,7 +260,9 @@ def test_openai_client_synthesizes_and_streams(onnx_server):
     with client.audio.speech.with_streaming_response.create(
             model="kokoro", voice="bf_emma", input=HELLO, response_format="wav") as stream:
         data = b"".join(stream.iter_bytes())
-    assert data[:4] == b"RIFF" and len(data) > 48000
+    # the client sends no `stream`: a WAV it saves is a whole file with its true length
+    with wave.open(io.BytesIO(data)) as w:
+        assert w.getnframes() == (len(data) - 44) // 2 > 24000
     with pytest.raises(openai.BadRequestError) as err:
         client.audio.speech.create(model="tts-1", voice="nobody", input="hi")
     assert err.value.body["code"] == "voice_not_found"
@@ -297,19 +301,48 @@ def test_full_queue_answers_503_with_retry_after(small_server):
         assert ok.status_code == 200
 
 
-def test_a_client_that_stops_reading_loses_its_response_and_its_place(onnx_settings):
+@pytest.fixture(scope="module")
+def impatient_server(onnx_settings):
+    """One place, no queue, and a 2 s KOKORO_SEND_TIMEOUT."""
+    settings = replace(onnx_settings, port=free_port(), workers=1, max_queue=0,
+                       api_keys=(), warmup=False, send_timeout=2.0)
+    with ServerThread(settings) as server:
+        yield server
+
+
+def post_head(length: int) -> bytes:
+    return (b"POST /v1/audio/speech HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length)
+
+
+def test_a_client_that_pauses_while_sending_its_body_gets_408(impatient_server):
+    with socket.create_connection(("127.0.0.1", impatient_server.settings.port)) as paused:
+        paused.settimeout(300)
+        paused.sendall(post_head(100) + b'{"input": ')  # and then nothing more
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            more = paused.recv(4096)
+            assert more, f"closed without an answer: {answer!r}"
+            answer += more
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+    assert error["code"] == "request_timeout" and "stopped arriving" in error["message"]
+    r = httpx.post(impatient_server.url + "/v1/audio/speech", timeout=120,
+                   json={"input": "Next.", "response_format": "pcm"})
+    assert r.status_code == 200 and r.content
+
+
+def test_a_client_that_stops_reading_loses_its_response_and_its_place(impatient_server):
     """A streaming client that never reads (a tiny receive buffer, so the server's sends
     soon wait) holds the only place; once KOKORO_SEND_TIMEOUT passes without a byte read
     the server drops it, gives the place back and speaks to the next client."""
-    settings = replace(onnx_settings, port=free_port(), workers=1, max_queue=0,
-                       api_keys=(), warmup=False, send_timeout=2.0)
     body = json.dumps({"input": LONG, "response_format": "pcm", "speed": 4.0}).encode()
-    request = (b"POST /v1/audio/speech HTTP/1.1\r\nHost: test\r\n"
-               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
-    with ServerThread(settings) as server, socket.socket() as stalled:
+    request = post_head(len(body))
+    server = impatient_server
+    with socket.socket() as stalled:
         state = server.state
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", settings.port))
+        stalled.connect(("127.0.0.1", server.settings.port))
         stalled.sendall(request + body)
         deadline = time.monotonic() + 300
         while state.scheduler.admitted < 1:

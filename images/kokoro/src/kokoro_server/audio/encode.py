@@ -4,9 +4,16 @@ mp3 (LAME), opus (libopus, in Ogg), aac (FFmpeg's native encoder, in ADTS) and f
 through PyAV, whose wheels bundle FFmpeg with these encoders; wav and pcm are written
 here. Every encoder is incremental: feed() returns the bytes ready so far, so a stream
 starts as soon as the first chunk is spoken.
+
+A streamed file cannot know its length when its header is sent: streamed WAV says
+"unknown length" (0xFFFFFFFF) and streamed FLAC's STREAMINFO holds no sample count or
+MD5. Whole files (stream=False) are written to a seekable buffer instead, so the muxer
+goes back and writes the true sizes (FLAC's sample count and MD5, MP3's Xing frame
+count) and the WAV header carries the real data size.
 """
 from __future__ import annotations
 
+import io
 import struct
 
 import numpy as np
@@ -64,7 +71,7 @@ class Encoder:
             import av
 
             container, codec, bit_rate = _AV[fmt]
-            self._sink = _Sink()
+            self._sink = _Sink() if stream else io.BytesIO()
             self._out = av.open(self._sink, mode="w", format=container)
             self._st = self._out.add_stream(codec, rate=rate)
             self._st.codec_context.layout = "mono"
@@ -103,7 +110,7 @@ class Encoder:
         for fr in self._frames(pcm):
             for packet in self._st.encode(fr):
                 self._out.mux(packet)
-        return self._sink.take()
+        return self._sink.take() if self.stream else b""
 
     def finish(self) -> bytes:
         if self.fmt == "pcm":
@@ -119,7 +126,7 @@ class Encoder:
         for packet in self._st.encode(None):
             self._out.mux(packet)
         self._out.close()
-        return self._sink.take()
+        return self._sink.take() if self.stream else self._sink.getvalue()
 
 
 def encode(audio: np.ndarray, fmt: str, rate: int = SAMPLE_RATE) -> bytes:
