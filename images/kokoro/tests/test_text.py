@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import pytest
 from kokoro_server.errors import ApiError
-from kokoro_server.text.chunking import MAX_TOKENS, chunk_text, split_sentences
+from kokoro_server.text.chunking import (
+    FIRST_CHARS,
+    MAX_TOKENS,
+    PRESPLIT_CHARS,
+    chunk_text,
+    presplit,
+    split_sentences,
+)
 from kokoro_server.text.clean import clean_input, has_speakable
 from kokoro_server.text.g2p import Phonemizer, normalize_lang
 
@@ -66,6 +73,37 @@ def test_a_sentence_over_the_token_cap_is_split_at_clauses_then_words(g2p):
     chunks = list(chunk_text(no_commas, lambda t: g2p(t, "a")))
     assert all(len(c.phonemes) <= MAX_TOKENS for c in chunks)
     assert " ".join(c.text for c in chunks).split() == no_commas.split()
+
+
+def test_a_run_on_text_reaches_the_g2p_one_window_at_a_time(g2p):
+    """A raw transcript (no sentence punctuation): no G2P call reads more than a window,
+    the first is shorter still, and every word is spoken once, in order."""
+    words = [f"word{i % 97}" for i in range(3000)]  # about 20,000 characters
+    text = " ".join(words)
+    seen: list[str] = []
+
+    def recording(t):
+        seen.append(t)
+        return g2p(t, "a")
+
+    chunks = chunk_text(text, recording)
+    first = next(chunks)
+    assert len(seen) == 1 and 0 < len(seen[0]) <= FIRST_CHARS
+    rest = list(chunks)
+    assert max(len(t) for t in seen) <= PRESPLIT_CHARS
+    assert " ".join(c.text for c in [first, *rest]).split() == words
+    assert all(0 < len(c.phonemes) <= MAX_TOKENS for c in [first, *rest])
+
+
+def test_presplit_prefers_clause_marks_then_spaces_and_cuts_unspaced_text():
+    clause = "a" * 50 + ", "
+    pieces = list(presplit(clause * 20, 150, 400))
+    assert all(p.endswith(",") for p in pieces[:-1])
+    assert " ".join(pieces).split() == (clause * 20).split()
+    chinese = "我们今天讨论一个很长的问题" * 150  # 1,950 characters, no space or mark
+    pieces = list(presplit(chinese, 150, 400))
+    assert "".join(pieces) == chinese  # cut between characters, nothing lost
+    assert len(pieces[0]) == 150 and all(len(p) <= 400 for p in pieces)
 
 
 def test_english_without_spacy_model_keeps_lexicon_numbers_and_punctuation():

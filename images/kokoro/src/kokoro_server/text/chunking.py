@@ -5,6 +5,13 @@ at a time; a sentence over the cap is split at commas, then at word boundaries;
 neighbouring sentences are merged up to a target size. The first chunk is kept to the
 first sentence so streaming starts as soon as that sentence is spoken.
 
+A sentence longer than PRESPLIT_CHARS (a raw transcript with no sentence punctuation)
+is first cut on its text, at the last clause or word boundary of each window, so the
+G2P never sees more than one window at a time: the first chunk of a 20,000-character
+run-on is ready about as soon as that of a short text, where the G2P would otherwise
+read the whole run, and then each half it was split into, before the first audio. The
+first window of a text is shorter still (FIRST_CHARS), as the first audio waits for it.
+
 The G2P may also return where each word's phonemes are (align.Word); chunks carry them,
 moved to their place in the chunk's joined phoneme string.
 """
@@ -17,6 +24,12 @@ from dataclasses import dataclass
 from .align import Word
 
 MAX_TOKENS = 510
+# Text characters per G2P call for a run-on sentence: English and the espeak languages
+# give about one phoneme per character, so a window's phonemes mostly fit MAX_TOKENS
+# (one that does not is split further by _split_long, as any long sentence is).
+PRESPLIT_CHARS = 400
+FIRST_CHARS = 150
+_CLAUSE_MARKS = ",;:，、；：—"
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|\n+|(?<=[。！？])")
 _CLAUSE = re.compile(r"(?<=[,;:，、；：—])\s*")
@@ -35,6 +48,38 @@ class Chunk:
 
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _cut(window: str) -> int:
+    """Where to end a piece that starts `window`: after its last clause mark, else at
+    its last space, if either leaves at least a third of it; else the whole window
+    (a text without spaces, such as Chinese or Japanese, is cut between characters)."""
+    floor = len(window) // 3
+    clause = max(window.rfind(c) for c in _CLAUSE_MARKS) + 1
+    if clause > floor:
+        return clause
+    space = max(window.rfind(c) for c in " \t\n")
+    return space if space > floor else len(window)
+
+
+def presplit(text: str, first_chars: int = PRESPLIT_CHARS,
+             max_chars: int = PRESPLIT_CHARS) -> Iterator[str]:
+    """A sentence over max_chars characters as pieces of at most max_chars (the first
+    at most first_chars), cut on the text alone: linear time, no G2P. A sentence
+    within max_chars stays whole, however long the first is."""
+    if len(text) <= max_chars:
+        yield text
+        return
+    start, size = 0, first_chars
+    while len(text) - start > size:
+        cut = _cut(text[start:start + size])
+        piece = text[start:start + cut].strip()
+        if piece:
+            yield piece
+        start += cut
+        size = max_chars
+    if text[start:].strip():
+        yield text[start:].strip()
 
 
 def _phonemize(g2p: G2p, text: str) -> tuple[str, tuple[Word, ...]]:
@@ -81,15 +126,21 @@ def chunk_text(text: str, g2p: G2p, target: int = 300,
     buf_text: list[str] = []
     buf_ps: list[str] = []
     buf_words: list[tuple[Word, ...]] = []
-    for sentence in split_sentences(text):
+    pieces = (piece for n, sentence in enumerate(split_sentences(text))
+              for piece in presplit(sentence, FIRST_CHARS if n == 0 else PRESPLIT_CHARS))
+    for sentence in pieces:
         for piece, ps, words in _split_long(sentence, g2p, limit):
             joined = len(" ".join([*buf_ps, ps]))
-            if buf_ps and (index == 0 or joined > target):
+            if buf_ps and joined > target:
                 yield _chunk(index, buf_text, buf_ps, buf_words)
                 index += 1
                 buf_text, buf_ps, buf_words = [], [], []
             buf_text.append(piece)
             buf_ps.append(ps)
             buf_words.append(words)
+            if index == 0:  # the first chunk goes now, not once the next piece is read
+                yield _chunk(index, buf_text, buf_ps, buf_words)
+                index += 1
+                buf_text, buf_ps, buf_words = [], [], []
     if buf_ps:
         yield _chunk(index, buf_text, buf_ps, buf_words)
