@@ -207,3 +207,61 @@ def test_health_says_the_engine_is_failing_while_it_is_broken():
     r = health(SimpleNamespace(ready=True, scheduler=scheduler))
     assert r.status_code == 503
     assert r.body == b'{"status":"engine_failing","error":"RuntimeError: CUDA error"}'
+
+
+class Clock:
+    """A clock the test moves by hand: stall rules are about durations, not timing."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stall_scheduler(clock: Clock):
+    from kokoro_server.scheduler import Scheduler
+
+    engine = RecordingEngine(max_batch=1)
+    return engine, Scheduler(engine, phonemizer=None, metrics=Metrics(), workers=1,
+                             max_queue=1, clock=clock)
+
+
+def test_an_engine_pass_that_never_returns_is_a_stall():
+    clock = Clock()
+    engine, scheduler = stall_scheduler(clock)
+    held = scheduler._workers.submit("aa", PACK, 1.0)
+    assert engine.started.wait(600)
+    clock.now += 120
+    assert scheduler.stalled(after=120) is None  # not past the deadline yet
+    clock.now += 1
+    assert scheduler.stalled(after=120) == "an engine pass has run for 121 s"
+    engine.release.set()
+    held.result(600)
+    assert scheduler.stalled(after=120) is None  # the pass ended: progress
+    scheduler.close()
+
+
+def test_admitted_requests_that_never_move_are_a_stall_and_an_idle_server_is_not():
+    clock = Clock()
+    _, scheduler = stall_scheduler(clock)
+    clock.now += 3600  # an hour with no requests is not a stall
+    release = scheduler.admit()  # a place taken, and then nothing happens (a leak)
+    assert scheduler.stalled(after=120) is None
+    clock.now += 121
+    assert scheduler.stalled(after=120) == "1 requests admitted, none has moved for 121 s"
+    release()
+    assert scheduler.stalled(after=120) is None
+    scheduler.close()
+
+
+def test_health_says_the_server_is_stalled():
+    from types import SimpleNamespace
+
+    from kokoro_server.api.ops import health
+
+    scheduler = SimpleNamespace(engine_broken=None, stalled=lambda after: f"stuck {after:g}")
+    r = health(SimpleNamespace(ready=True, scheduler=scheduler,
+                               settings=SimpleNamespace(stall_timeout=120.0)))
+    assert r.status_code == 503
+    assert r.body == b'{"status":"stalled","error":"stuck 120"}'

@@ -40,6 +40,9 @@ def test_api_keys_never_appear_in_the_settings_repr():
                                        ({"KOKORO_NORMALIZE": "maybe"}, "KOKORO_NORMALIZE"),
                                        ({"KOKORO_SEND_TIMEOUT": "0"}, "KOKORO_SEND_TIMEOUT"),
                                        ({"KOKORO_SEND_TIMEOUT": "soon"},
+                                        "KOKORO_SEND_TIMEOUT"),
+                                       ({"KOKORO_STALL_TIMEOUT": "30"},
+                                        "KOKORO_STALL_TIMEOUT .* greater than "
                                         "KOKORO_SEND_TIMEOUT")])
 def test_bad_settings_name_the_variable(env, match):
     with pytest.raises(SettingsError, match=match):

@@ -101,11 +101,13 @@ class BodyLimit:
     """Refuse a speech body too large to hold an allowed input: at once where its
     Content-Length says so, and otherwise by counting the bytes as they arrive (a
     chunked body, or a Content-Length that lies), never holding more than the limit.
-    The body is read here, before admission, and handed to the route whole."""
+    The body is read here, before admission, and handed to the route whole; a client
+    that pauses for `idle_seconds` while sending it gets 408 and its connection back."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, idle_seconds: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_seconds = idle_seconds
 
     def _too_long(self, size: str) -> JSONResponse:
         return _error(ApiError(
@@ -121,7 +123,13 @@ class BodyLimit:
             return await self._too_long(str(int(length)))(scope, receive, send)
         parts, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_seconds)
+            except TimeoutError:
+                return await _error(ApiError(
+                    408, "request_timeout",
+                    f"the request body stopped arriving for {self.idle_seconds:g} s after "
+                    f"{size} bytes; send the whole body at once"))(scope, receive, send)
             if message["type"] != "http.request":
                 return None  # the client left before its body was complete
             parts.append(message.get("body", b""))
@@ -236,7 +244,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         return _error(ApiError(500, "internal_error", "internal server error"))
 
     # JSON may spend up to 6 bytes on one character (\uXXXX escapes)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_input_chars * 6 + 65536)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_input_chars * 6 + 65536,
+                       idle_seconds=settings.send_timeout)
     app.add_middleware(SendDeadline, seconds=settings.send_timeout)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app

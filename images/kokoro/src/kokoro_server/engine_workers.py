@@ -15,13 +15,15 @@ A failed pass of several inputs is run again input by input, so one input the en
 cannot take fails only its own request. After FAILURES_BEFORE_PROBE failed passes in a
 row the engine is tried on a known-good input (the warm-up's): if that fails too, the
 engine itself is broken (a lost GPU, a persistent CUDA error) and `broken` says why,
-so /health stops answering ok; the next pass that succeeds clears it.
+so /health stops answering ok; the next pass that succeeds clears it. A pass that never
+returns (a hung driver) shows as `longest_pass`, which /health also reads.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -47,8 +49,9 @@ class Job:
 
 class EngineWorkers:
     def __init__(self, engine: Engine, metrics: Metrics, workers: int = 1,
-                 batch_tokens: int = 0):
+                 batch_tokens: int = 0, clock: Callable[[], float] = time.monotonic):
         self.engine = engine
+        self.clock = clock
         self.batch_tokens = batch_tokens or MAX_TOKENS * engine.max_batch
         self.metrics = metrics
         self._jobs: deque[Job] = deque()
@@ -59,6 +62,8 @@ class EngineWorkers:
         self.probe: tuple[str, np.ndarray, float] | None = None  # a known-good input
         self.broken: str | None = None  # why the engine counts as broken, if it does
         self._failures = 0  # failed passes in a row
+        self._pass_started: dict[int, float] = {}  # worker thread -> its pass's start
+        self.last_pass_end = clock()  # when a pass last ended, however it ended
         self._threads = [threading.Thread(target=self._run, name=f"engine-{i}", daemon=True)
                          for i in range(workers)]
         for t in self._threads:
@@ -67,6 +72,12 @@ class EngineWorkers:
     @property
     def queued(self) -> int:
         return len(self._jobs)
+
+    @property
+    def longest_pass(self) -> float:
+        """Seconds the longest-running pass has run so far (0 when none runs)."""
+        started = list(self._pass_started.values())
+        return self.clock() - min(started) if started else 0.0
 
     @property
     def idle(self) -> bool:
@@ -160,10 +171,14 @@ class EngineWorkers:
         return batch
 
     def _run(self) -> None:
+        me = threading.get_ident()
         while (batch := self._take()) is not None:
+            self._pass_started[me] = self.clock()
             try:
                 self._call(batch)
             finally:
+                del self._pass_started[me]
+                self.last_pass_end = self.clock()
                 with self._cond:
                     self._running -= 1
                     self._busy.difference_update(id(job.owner) for job in batch if job.first)

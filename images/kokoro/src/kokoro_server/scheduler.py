@@ -9,6 +9,10 @@
   (engine_workers.py).
 * Cancellation: when the consumer stops (client disconnect cancels the response
   task), queued chunk jobs are cancelled and no further chunks are submitted.
+* Stalls: `stalled()` says why the server is stuck, if it is: requests are admitted but
+  neither an engine pass nor a response has moved for a while, or one pass has run for
+  that long. /health reports it, so a server whose places leaked or whose engine hung
+  is taken out of service instead of answering 503 to everyone while "healthy".
 """
 from __future__ import annotations
 
@@ -52,16 +56,19 @@ class SpokenChunk:
 
 class Scheduler:
     def __init__(self, engine: Engine, phonemizer: Phonemizer, metrics: Metrics,
-                 workers: int = 1, max_queue: int = 32, batch_tokens: int = 0):
+                 workers: int = 1, max_queue: int = 32, batch_tokens: int = 0,
+                 clock: Callable[[], float] = time.monotonic):
         self.engine = engine
         self.phonemizer = phonemizer
         self.metrics = metrics
         self.workers = workers
         self.capacity = workers + max_queue
-        self._workers = EngineWorkers(engine, metrics, workers, batch_tokens)
+        self.clock = clock
+        self._workers = EngineWorkers(engine, metrics, workers, batch_tokens, clock)
         self._g2p_pool = ThreadPoolExecutor(1, thread_name_prefix="g2p")
         self._admitted = 0
         self._avg_request_s = 1.0
+        self._last_progress = self.clock()  # a chunk spoken, or the first admission
 
     def close(self) -> None:
         self._workers.close()
@@ -80,6 +87,19 @@ class Scheduler:
     def admitted(self) -> int:
         return self._admitted
 
+    def stalled(self, after: float) -> str | None:
+        """Why the server has made no progress for `after` seconds, or None."""
+        longest = self._workers.longest_pass
+        if longest > after:
+            return f"an engine pass has run for {longest:.0f} s"
+        if not self._admitted:
+            return None
+        quiet = self.clock() - max(self._last_progress, self._workers.last_pass_end)
+        if quiet > after:
+            return (f"{self._admitted} requests admitted, none has moved for "
+                    f"{quiet:.0f} s")
+        return None
+
     @property
     def idle(self) -> bool:
         """No chunk queued or on a worker (a cancelled request's running chunk counts)."""
@@ -96,6 +116,8 @@ class Scheduler:
             raise ApiError(503, "server_busy",
                            f"the server is at capacity ({self.capacity} requests); retry later",
                            headers={"Retry-After": str(wait)})
+        if not self._admitted:
+            self._last_progress = self.clock()  # an idle spell is not a stall
         self._admitted += 1
         self.metrics.inflight.set(self._admitted)
         start = time.monotonic()
@@ -171,6 +193,8 @@ class Scheduler:
                 if seconds > 0:
                     self.metrics.rtf.observe(took / seconds)
                 audio = prepare_chunk(result.audio, first=chunk.index == 0)
+                # the response pulls the next chunk only once it has sent this one
+                self._last_progress = self.clock()
                 yield SpokenChunk(chunk, audio, seconds, result.durations,
                                   (len(audio) - len(result.audio)) / rate)
         finally:

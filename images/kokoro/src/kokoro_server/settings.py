@@ -43,8 +43,12 @@ class Settings:
     default_voice: str = "af_heart"
     max_input_chars: int = 20_000
     max_queue: int = 32  # requests admitted beyond those being served -> 503 after
-    # seconds a client may leave audio unread before its response is dropped
+    # seconds a client may stall a speech request (send none of its body, or read none
+    # of its audio) before the request is dropped and its place given back
     send_timeout: float = 30.0
+    # seconds without progress (requests admitted, nothing spoken or sent; or one engine
+    # pass running) after which /health answers 503 "stalled"
+    stall_timeout: float = 120.0
     workers: int = 1  # engine calls in flight at once (threads; CUDA streams on GPU)
     batch_size: int = 0  # inputs per forward pass; 0 = 16 for torch on CUDA, else 1
     batch_tokens: int = 512  # padded tokens per pass (inputs x longest): bounds its VRAM
@@ -115,6 +119,12 @@ class Settings:
         if not self.send_timeout > 0:
             raise SettingsError("KOKORO_SEND_TIMEOUT must be > 0 (seconds a client may leave "
                                 "audio unread)")
+        if not self.stall_timeout > self.send_timeout:
+            # else a client that merely stops reading would mark the server stalled
+            # before its own deadline dropped it
+            raise SettingsError(
+                f"KOKORO_STALL_TIMEOUT ({self.stall_timeout:g}) must be greater than "
+                f"KOKORO_SEND_TIMEOUT ({self.send_timeout:g})")
         if self.requires_auth and not self.api_keys:
             raise SettingsError(
                 f"binding to {self.host} (not loopback) needs API keys: set KOKORO_API_KEYS "

@@ -1,5 +1,5 @@
-"""GET /health (ready after load and warm-up, while the engine works) and GET /metrics
-(Prometheus)."""
+"""GET /health (ready after load and warm-up, while the engine works and the server
+makes progress) and GET /metrics (Prometheus)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
@@ -20,6 +20,9 @@ def health(st: State) -> JSONResponse:
         # unhealthy, so the container's health check, the stack's verify and a load
         # balancer take this server out; the next pass that succeeds clears it
         return JSONResponse({"status": "engine_failing", "error": broken}, status_code=503)
+    stalled = st.scheduler.stalled(st.settings.stall_timeout) if st.scheduler else None
+    if stalled:
+        return JSONResponse({"status": "stalled", "error": stalled}, status_code=503)
     return JSONResponse({"status": "ok", **st.engine.describe(),
                          "voices": len(st.voices.ids()), "english_g2p": st.phonemizer.english})
 
