@@ -165,9 +165,9 @@ def main() -> None:
     KModel = import_kmodel()
     from kokoro_server.engines.torch import TorchEngine, cuda_problem
     from kokoro_server.metrics import Metrics
+    from kokoro_server.pt_reader import load_voice_pack
     from kokoro_server.scheduler import Scheduler
     from kokoro_server.settings import Settings
-    from kokoro_server.voices import load_voice_pack
     from kokoro_testlib import build_random_checkpoint
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kokoro_server import voices
-from kokoro_server.voices import PtFormatError, load_pt, load_voice_pack
+from kokoro_server import pt_reader
+from kokoro_server.pt_reader import PtFormatError, load_pt, load_voice_pack
 
 torch = pytest.importorskip("torch")
-
-STOCK_VOICES = Path("/work/shared/kokoro-82M/voices")
-
 
 # --- building files -----------------------------------------------------------------
 
@@ -173,19 +170,6 @@ def test_a_voice_pack_saved_by_torch_loads_as_the_model_expects(tmp_path):
     assert np.array_equal(out, pack.numpy())
 
 
-@pytest.mark.skipif(not STOCK_VOICES.is_dir(), reason=f"{STOCK_VOICES} is absent")
-def test_stock_voices_load_and_match_torch():
-    heart = load_voice_pack(STOCK_VOICES / "af_heart.pt")
-    assert heart.shape == (510, 1, 256) and heart.dtype == np.float32
-    files = sorted(STOCK_VOICES.glob("*.pt"))
-    assert files
-    for path in files:
-        ours = load_voice_pack(path)
-        theirs = torch.load(path, map_location="cpu", weights_only=True).numpy()
-        assert ours.shape == theirs.shape == (510, 1, 256), path.name
-        assert np.array_equal(ours, theirs), path.name
-
-
 # --- hostile and corrupt files --------------------------------------------------------
 
 def test_not_a_zip_empty_missing_and_ambiguous_files(tmp_path):
@@ -203,19 +187,19 @@ def test_not_a_zip_empty_missing_and_ambiguous_files(tmp_path):
 
 def test_a_storage_entry_over_the_cap_is_refused_from_its_declared_size(tmp_path,
                                                                         monkeypatch):
-    monkeypatch.setattr(voices, "MAX_STORAGE_BYTES", 64)
+    monkeypatch.setattr(pt_reader, "MAX_STORAGE_BYTES", 64)
     path = _crafted(tmp_path, _tensor(6, 0, (6,), (1,)), {"0": b"\0" * 100})
     _refused(path, r"archive/data/0 declares 100 bytes; at most 64")
 
 
 def test_a_pickle_entry_over_the_cap_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(voices, "MAX_PICKLE_BYTES", 32)
+    monkeypatch.setattr(pt_reader, "MAX_PICKLE_BYTES", 32)
     path = _crafted(tmp_path, [0] * 100)
     _refused(path, r"archive/data.pkl declares \d+ bytes; at most 32")
 
 
 def test_a_storage_entry_whose_declared_size_lies_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(voices, "MAX_STORAGE_BYTES", 64)
+    monkeypatch.setattr(pt_reader, "MAX_STORAGE_BYTES", 64)
     for deflate in ((), ("archive/data/0",)):
         path = tmp_path / f"lie{len(deflate)}.pt"
         _write_zip(path, {"archive/data.pkl": _pickle(_tensor(6, 0, (6,), (1,))),
@@ -244,7 +228,7 @@ def test_an_entry_is_read_at_most_cap_plus_one_bytes_whatever_its_declared_size(
             return Stream(b"x" * 100_000)
 
     with pytest.raises(PtFormatError) as err:
-        voices._read_entry(Archive(), "archive/data/0", 64, tmp_path / "v.pt")
+        pt_reader._read_entry(Archive(), "archive/data/0", 64, tmp_path / "v.pt")
     assert asked == [65]
     assert re.search(r"v\.pt: zip entry archive/data/0 holds more than 64 bytes \(its "
                      r"declared size says 10\); re-fetch", str(err.value)), str(err.value)
@@ -252,7 +236,7 @@ def test_an_entry_is_read_at_most_cap_plus_one_bytes_whatever_its_declared_size(
 
 def test_a_deflate_bomb_is_read_no_further_than_the_cap(tmp_path, monkeypatch):
     # 1 MB of zeros deflates to about 1 KB; its declared size is rewritten to fit the cap
-    monkeypatch.setattr(voices, "MAX_STORAGE_BYTES", 64)
+    monkeypatch.setattr(pt_reader, "MAX_STORAGE_BYTES", 64)
     path = tmp_path / "bomb.pt"
     _write_zip(path, {"archive/data.pkl": _pickle(_tensor(6, 0, (6,), (1,))),
                       "archive/data/0": bytes(1 << 20)}, deflate=("archive/data/0",))
@@ -269,12 +253,12 @@ def test_a_deflate_bomb_is_read_no_further_than_the_cap(tmp_path, monkeypatch):
 
 def test_a_file_over_the_size_cap_or_with_too_many_entries_is_refused(tmp_path, monkeypatch):
     path = _crafted(tmp_path, _tensor(6, 0, (6,), (1,)))
-    monkeypatch.setattr(voices, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(pt_reader, "MAX_FILE_BYTES", 100)
     _refused(path, r"file is \d+ bytes; at most 100")
     monkeypatch.undo()
     many = {f"archive/pad{i}": b"" for i in range(40)}
     path = _crafted(tmp_path, _tensor(6, 0, (6,), (1,)), name="many.pt", **many)
-    monkeypatch.setattr(voices, "MAX_ZIP_ENTRIES", 16)
+    monkeypatch.setattr(pt_reader, "MAX_ZIP_ENTRIES", 16)
     _refused(path, r"zip lists 4\d entries; at most 16")
 
 
@@ -314,12 +298,12 @@ def test_a_layout_outside_its_storage_or_caps_is_refused(tmp_path, offset, size,
 
 
 def test_a_huge_tensor_total_is_refused_even_when_each_tensor_fits(tmp_path, monkeypatch):
-    monkeypatch.setattr(voices, "MAX_TOTAL_BYTES", 100)
+    monkeypatch.setattr(pt_reader, "MAX_TOTAL_BYTES", 100)
     path = _crafted(tmp_path, [_tensor(6, 0, (6,), (1,))] * 1 + [_tensor(6, 0, (6,), (1,))
                                                                 for _ in range(10)])
     _refused(path, r"past 100 bytes")
-    monkeypatch.setattr(voices, "MAX_TENSORS", 3)
-    monkeypatch.setattr(voices, "MAX_TOTAL_BYTES", 1 << 20)
+    monkeypatch.setattr(pt_reader, "MAX_TENSORS", 3)
+    monkeypatch.setattr(pt_reader, "MAX_TOTAL_BYTES", 1 << 20)
     _refused(path, r"more than 3 tensors")
 
 

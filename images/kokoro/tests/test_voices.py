@@ -7,7 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 from kokoro_server.errors import ApiError
-from kokoro_server.voices import PtFormatError, VoiceStore, load_pt, load_voice_pack, parse_blend
+from kokoro_server.pt_reader import PtFormatError, load_pt, load_voice_pack
+from kokoro_server.voices import VoiceStore, parse_blend
 
 
 def test_pt_reader_matches_torch_load_on_every_stock_voice(model_dir):
