@@ -1,8 +1,10 @@
 """roles/monitoring on a host that runs Prometheus: every target is up; real speech
 moves Kokoro's series; every query of the Grafana dashboard returns data from this
 Prometheus; the GPU exporter ties each GPU process to its compose service; the scrape
-keys are private to Prometheus and appear in no rendered file. Skipped on hosts
-without Prometheus (the other hosts of a fleet).
+keys are private to Prometheus and appear in no rendered file; Grafana's admin password
+is private, not admin and in no rendered file or log, and where Grafana runs admin/admin
+is refused and that password accepted. Skipped on hosts without Prometheus (the other
+hosts of a fleet).
 
 On a host without a GPU the GPU panels are checked only when the GPU exporter reports
 one (the Molecule scenario replays a recorded nvidia-smi sample for that).
@@ -206,3 +208,69 @@ def test_scrape_keys_are_private_to_prometheus_and_in_no_rendered_file(prometheu
         assert (f.user, f.mode) == ("prometheus", 0o400), path
         assert f.content_string.strip() not in config
         assert f"credentials_file: {path}" in config
+
+
+GRAFANA_DIR = os.environ.get("KOKORO_GRAFANA_DIR", "/opt/kokoro-deploy/grafana")
+GRAFANA_URL = os.environ.get("KOKORO_GRAFANA_URL", "http://127.0.0.1:3000")
+
+# Logs in to Grafana with HTTP basic auth and prints the status of GET /api/user, or
+# "down" when nothing answers. Standard library only, run on the host; the password is
+# read from a file there, never put on a command line.
+GRAFANA_LOGIN = r"""
+import base64, sys, urllib.error, urllib.request
+url, user, secret = sys.argv[1:]
+password = open(secret).read().strip() if secret.startswith("/") else secret
+token = base64.b64encode(f"{user}:{password}".encode()).decode()
+req = urllib.request.Request(url + "/api/user", headers={"Authorization": "Basic " + token})
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        print(resp.status)
+except urllib.error.HTTPError as err:
+    print(err.code)
+except OSError:
+    print("down")
+"""
+
+
+@pytest.fixture(scope="module")
+def grafana(prometheus):
+    if not prometheus.file(f"{GRAFANA_DIR}/compose.yml").exists:
+        pytest.skip(f"no Grafana files in {GRAFANA_DIR} (monitoring_grafana_dir empty)")
+    return prometheus
+
+
+def test_grafana_has_a_private_admin_password_that_is_not_admin(grafana):
+    secret = grafana.file(f"{GRAFANA_DIR}/secrets/admin_password")
+    assert secret.exists, "no admin password file: Grafana would start as admin/admin"
+    assert (secret.mode, secret.uid) == (0o600, 472)
+    password = grafana.check_output("cat %s", secret.path)
+    assert len(password) >= 12 and password.lower() != "admin"
+    compose = grafana.file(f"{GRAFANA_DIR}/compose.yml").content_string
+    assert "GF_SECURITY_ADMIN_PASSWORD__FILE: /run/secrets/grafana_admin_password" in compose
+    assert "./secrets/admin_password:/run/secrets/grafana_admin_password:ro" in compose
+    rendered = grafana.check_output(
+        "find %s -path %s -prune -o -type f -print0 | xargs -0 cat",
+        GRAFANA_DIR,
+        f"{GRAFANA_DIR}/secrets",
+    )
+    assert password not in rendered
+    log = os.environ.get("KOKORO_ANSIBLE_LOG")
+    if log:
+        assert password not in Path(log).read_text(), "the password is in the deploy's log"
+
+
+def test_grafana_refuses_admin_admin_and_takes_the_configured_password(grafana):
+    """Where Grafana runs (its image pulled, `docker compose up -d` in its folder)."""
+    secret = f"{GRAFANA_DIR}/secrets/admin_password"
+    default = grafana.check_output("python3 -c %s %s admin admin", GRAFANA_LOGIN, GRAFANA_URL)
+    if default == "down":
+        pytest.skip(
+            f"Grafana does not answer at {GRAFANA_URL}: the role writes its compose file only "
+            f"(run `docker compose up -d` in {GRAFANA_DIR} where grafana/grafana-oss can be "
+            "pulled; no registry is reachable on the test bed)"
+        )
+    assert default == "401", f"admin/admin got {default}"
+    configured = grafana.check_output(
+        "python3 -c %s %s admin %s", GRAFANA_LOGIN, GRAFANA_URL, secret
+    )
+    assert configured == "200", f"the configured password got {configured}"
