@@ -182,3 +182,37 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     if pcm.dtype.kind == "i":
         pcm = pcm.astype(np.float32) / 32768.0
     return pcm.astype(np.float32), rate
+
+
+# Inputs that took the old normaliser seconds to minutes (its patterns backtracked over
+# whole runs without whitespace): each is 20,000 characters, the request limit.
+HOSTILE = {
+    "dotted letters": "a." * 10_000,
+    "www runs": "www." * 5_000,
+    "digit dashes": "1-" * 10_000,
+    "digit run": "1" * 20_000,  # over Python's 4,300-digit int() limit
+    "grouped digits": "1," + "000," * 4_999 + "0",
+    "open brackets": "[" * 20_000,
+    "at signs": "a@" * 10_000,
+    "dotted digits": "1.2." * 5_000,
+    "plus groups": "+1 " * 6_666,
+    "colons": "1:" * 10_000,
+}
+# One sample each normaliser rule reads (text/normalize.py RULES), to repeat into runs.
+RULE_SAMPLES = {
+    "markup": "[a](/b/)", "url": "http://a.io/b", "email": "a.b@c.com",
+    "domain": "www.a.com/b", "phone": "+1 555-123-4567", "date": "2024-01-02",
+    "money": "-$1,234.56k", "time": "10:30:15pm", "clock": "5 p.m.", "percent": "-5.5%",
+    "decade": "'90s", "unit": "5.5 km/h", "ordinal": "1,000th", "version": "1.2.3",
+    "range": "1-2%", "number": "-1,234.5", "abbr": "Dr.", "numero": "No. 5", "amp": " & ",
+}
+
+
+def rule_runs(limit: int = 20_000) -> dict[str, str]:
+    """Each rule's sample repeated to `limit` characters, glued and spaced in the ways
+    that made the old patterns backtrack."""
+    return {f"{rule} {name}": (sample + sep) * (limit // (len(sample) + len(sep)))
+            for rule, sample in RULE_SAMPLES.items()
+            for name, sep in (("glued", ""), ("spaced", " "), ("dotted", "."),
+                              ("dashed", "-"))}
+

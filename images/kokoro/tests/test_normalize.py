@@ -7,6 +7,7 @@ import pytest
 from kokoro_server.api.speech import normalized
 from kokoro_server.settings import Settings
 from kokoro_server.text.normalize import cardinal, normalize, normalize_english, ordinal, year
+from kokoro_testlib import HOSTILE, RULE_SAMPLES, rule_runs
 
 CASES = [
     # cardinals
@@ -196,22 +197,6 @@ def test_the_setting_and_the_request_field_switch_normalisation_for_english_only
         assert normalized("5 km", lang, True, on) == ("5 km", ())
 
 
-# Inputs that took the old normaliser seconds to minutes (its patterns backtracked over
-# whole runs without whitespace): each is 20,000 characters, the request limit.
-HOSTILE = {
-    "dotted letters": "a." * 10_000,
-    "www runs": "www." * 5_000,
-    "digit dashes": "1-" * 10_000,
-    "digit run": "1" * 20_000,  # over Python's 4,300-digit int() limit
-    "grouped digits": "1," + "000," * 4_999 + "0",
-    "open brackets": "[" * 20_000,
-    "at signs": "a@" * 10_000,
-    "dotted digits": "1.2." * 5_000,
-    "plus groups": "+1 " * 6_666,
-    "colons": "1:" * 10_000,
-}
-
-
 def test_the_pattern_never_runs_over_more_than_max_run_characters_without_whitespace():
     from kokoro_server.text.normalize import MAX_RUN, _windows
 
@@ -232,6 +217,21 @@ def test_hostile_input_is_normalised_piece_by_piece_without_error(name):
     assert result.text and len(result.text) >= len(text) // 2
     for span in result.spans:  # every span still points at its spoken form
         assert result.text[span.start:span.end].strip() == result.text[span.start:span.end]
+
+
+def test_every_rule_has_a_hostile_sample():
+    from kokoro_server.text.normalize import RULES
+
+    assert set(RULE_SAMPLES) == {name for name, _ in RULES}
+
+
+@pytest.mark.parametrize("name", rule_runs())
+def test_each_rule_repeated_into_a_20000_character_run_is_read(name):
+    text = rule_runs()[name]
+    result = normalize(text)
+    assert result.text.strip()
+    if not name.startswith("markup"):  # phoneme markup is kept for the G2P, not read
+        assert result.spans and result.spans[-1].end <= len(result.text)
 
 
 def test_a_long_run_keeps_the_rules_working_after_it():

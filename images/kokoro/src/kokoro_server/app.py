@@ -23,6 +23,7 @@ from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings, SettingsError
 from .text.g2p import Phonemizer
+from .text_work import TextWork
 from .voices import VoiceStore
 
 log = logging.getLogger("kokoro_server")
@@ -38,6 +39,7 @@ class AppState:
     voices: VoiceStore | None = None
     phonemizer: Phonemizer | None = None
     scheduler: Scheduler | None = None
+    text_work: TextWork | None = None
     ready: bool = False
 
 
@@ -52,6 +54,8 @@ def load(state: AppState) -> None:
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
                                 workers=s.workers, max_queue=s.max_queue,
                                 batch_tokens=s.batch_tokens)
+    state.text_work = TextWork(threads=2, capacity=state.scheduler.capacity,
+                               budget=s.text_budget)
     lang = state.voices.info[s.default_voice].lang_code
     pack, _ = state.voices.resolve(s.default_voice)
     phonemes = state.phonemizer(WARMUP_TEXT, lang if lang in ("a", "b") else "a")
@@ -200,6 +204,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         yield
         if state.scheduler:
             state.scheduler.close()
+        if state.text_work:
+            state.text_work.close()
 
     app = FastAPI(title="Kokoro TTS", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)

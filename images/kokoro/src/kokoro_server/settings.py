@@ -49,6 +49,8 @@ class Settings:
     # seconds without progress (requests admitted, nothing spoken or sent; or one engine
     # pass running) after which /health answers 503 "stalled"
     stall_timeout: float = 120.0
+    # seconds one request's text may take to read (clean, normalise, blend) -> 422 after
+    text_budget: float = 10.0
     workers: int = 1  # engine calls in flight at once (threads; CUDA streams on GPU)
     batch_size: int = 0  # inputs per forward pass; 0 = 16 for torch on CUDA, else 1
     batch_tokens: int = 512  # padded tokens per pass (inputs x longest): bounds its VRAM
@@ -119,6 +121,9 @@ class Settings:
         if not self.send_timeout > 0:
             raise SettingsError("KOKORO_SEND_TIMEOUT must be > 0 (seconds a client may leave "
                                 "audio unread)")
+        if not self.text_budget > 0:
+            raise SettingsError("KOKORO_TEXT_BUDGET must be > 0 (seconds one request's text "
+                                "may take to read)")
         if not self.stall_timeout > self.send_timeout:
             # else a client that merely stops reading would mark the server stalled
             # before its own deadline dropped it

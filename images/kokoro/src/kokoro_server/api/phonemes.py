@@ -22,18 +22,19 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 @router.post("/v1/audio/phonemize")
 async def phonemize(body: PhonemizeRequest, st: State) -> dict:
     require_ready(st)
-    text = check_text(body.input, st)
+    text = await st.text_work.run(check_text, body.input, st)
     lang = normalize_lang(body.lang_code)
     if lang is None:
-        lang = st.voices.resolve(body.voice or st.settings.default_voice)[1]
+        voice = body.voice or st.settings.default_voice
+        lang = (await st.text_work.run(st.voices.resolve, voice))[1]
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, st.phonemizer.ensure, lang)  # 400 if unavailable
     # admitted like speech: it shares the G2P thread that streams need for their next
     # chunk, so it takes a place in the same bounded queue (or a 503)
     release = st.scheduler.admit()
     try:
-        text, _ = await loop.run_in_executor(
-            None, normalized, text, lang, body.normalize, st.settings.normalize)
+        text, _ = await st.text_work.run(normalized, text, lang, body.normalize,
+                                         st.settings.normalize)
         chunks = await st.scheduler.phonemize(text, lang)
     finally:
         release()

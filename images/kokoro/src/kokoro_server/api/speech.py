@@ -80,17 +80,18 @@ async def prepare(body: SpeechRequest, st) -> Prepared:
         raise ApiError(400, "model_not_found",
                        f"unknown model {body.model[:50]!r}; use one of {', '.join(MODELS)}",
                        "model")
-    text = check_text(body.input, st)
+    # text work runs off the event loop (text_work.py): other requests and /health go on
+    # while a long or hostile input is read
+    work = st.text_work.run
+    text = await work(check_text, body.input, st)
     lang = normalize_lang(body.lang_code)
-    pack, voice_lang = st.voices.resolve(body.voice or st.settings.default_voice)
+    pack, voice_lang = await work(st.voices.resolve, body.voice or st.settings.default_voice)
     lang = lang or voice_lang
     if body.input_type == "phonemes":
-        return Prepared(check_phonemes(text, st.engine.vocab), pack, lang, True)
+        return Prepared(await work(check_phonemes, text, st.engine.vocab), pack, lang, True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, st.phonemizer.ensure, lang)  # 400 if unavailable
-    # off the event loop: other requests and /health go on while a long text is read
-    text, spans = await loop.run_in_executor(
-        None, normalized, text, lang, body.normalize, st.settings.normalize)
+    text, spans = await work(normalized, text, lang, body.normalize, st.settings.normalize)
     return Prepared(text, pack, lang, False, spans)
 
 

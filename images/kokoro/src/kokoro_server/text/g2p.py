@@ -13,6 +13,7 @@ from misaki's tokens, the other languages by pairing space-separated words.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 
@@ -98,10 +99,22 @@ def _make_english(british: bool, mode: str) -> G2pFn:
         g2p.nlp = nlp
 
     def run(text: str) -> tuple[str, list[Word]]:
-        ps, tokens = g2p(text)
+        ps, tokens = g2p(_break_long_runs(text))
         return ps, words_from_tokens(tokens or [], ps, g2p.unk)
 
     return run
+
+
+# misaki's English G2P takes about cubic time in the length of a token it does not know
+# ("a@a@...": 100 characters 0.8 s, 150 characters 2.4 s); no English word is longer.
+MAX_ENGLISH_RUN = 48
+_LONG_RUN = re.compile(rf"\S{{{MAX_ENGLISH_RUN + 1},}}")
+
+
+def _break_long_runs(text: str) -> str:
+    """Runs without whitespace over MAX_ENGLISH_RUN characters, cut into pieces of it."""
+    return _LONG_RUN.sub(lambda m: " ".join(
+        m[0][i:i + MAX_ENGLISH_RUN] for i in range(0, len(m[0]), MAX_ENGLISH_RUN)), text)
 
 
 def _by_spaces(g2p) -> G2pFn:
