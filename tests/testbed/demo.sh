@@ -58,9 +58,10 @@ machine just wrote .cache/demo/hello.mp3 ($(du -h .cache/demo/hello.mp3 | cut -f
   open http://$ip:8880/web in a browser on this machine for the web player (key: $key)
 
 The LLM server (a tiny random test model: its answers are noise) listens on the
-sandbox's loopback only, as the kit does for services without authentication:
+sandbox's loopback only, with its own key (Debian's Docker 20.10 would let the LAN
+reach a loopback port without one):
   docker exec kokoro-sandbox curl -s http://127.0.0.1:8080/v1/chat/completions \\
-    -H 'Content-Type: application/json' \\
+    -H 'Authorization: Bearer llm-sandbox-demo-key' -H 'Content-Type: application/json' \\
     -d '{"model": "tiny-test", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}'
 
   docker exec kokoro-sandbox cat /opt/kokoro-deploy/stack/vram-plan.txt

@@ -110,7 +110,11 @@ llm() {
 
 proxy() {
   local tag=kokoro-deploy/proxy:latest
-  timed "image proxy" build "$tag" "$root/images/proxy" "$root/images/proxy/Dockerfile"
+  local caddy_base
+  # Caddy's release archives, stood in for on the loopback mirror (GitHub is out of reach).
+  caddy_base=$("$here/caddy_release.sh") || die "proxy: tests/testbed/caddy_release.sh failed"
+  timed "image proxy" build "$tag" "$root/images/proxy" "$root/images/proxy/Dockerfile" \
+    --build-arg "CADDY_DOWNLOAD_BASE=$caddy_base"
   timed "save proxy" save "$tag"
 }
 
