@@ -11,7 +11,7 @@ export KOKORO_DEPLOY_MIRROR ?= http://127.0.0.1:18080/
 # The local stand-in for the public base image that container tests build on.
 export KOKORO_DEPLOY_BASE_IMAGE ?= kokoro-deploy/debian:12
 
-.PHONY: help venv testbed lint unit server molecule test demo demo-down bench images bundle image-cpu image-gpu
+.PHONY: help venv testbed lint unit server molecule test demo demo-down bench soak images bundle image-cpu image-gpu
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
@@ -39,6 +39,9 @@ test: venv  ## Everything CI runs: test bed, lint, unit tests, server tests, Mol
 
 bench: testbed  ## Server benchmark; results go to docs/benchmarks/.
 	python tests/bench/bench.py
+
+soak: testbed  ## 30 minutes of mixed and hostile traffic (MINUTES=n); results go to docs/benchmarks/.
+	python tests/bench/soak.py --minutes $(or $(MINUTES),30)
 
 images: testbed  ## Build the CPU service images (Kokoro, llama-server, the TLS proxy) and save them to .cache/images.
 	bash tests/testbed/service_images.sh

@@ -125,11 +125,12 @@ class Direct:
         return seconds
 
 
-def start_server(model_dir: Path, port: int, workers: int) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, workers: int,
+                 max_queue: int = 64) -> subprocess.Popen:
     env = {**os.environ, "KOKORO_ENGINE": "onnx", "KOKORO_MODEL_DIR": str(model_dir),
            "KOKORO_MANIFEST": str(MANIFEST), "KOKORO_PORT": str(port),
            "KOKORO_HOST": "127.0.0.1", "KOKORO_WORKERS": str(workers),
-           "KOKORO_MAX_QUEUE": "64", "KOKORO_LOG_LEVEL": "warning"}
+           "KOKORO_MAX_QUEUE": str(max_queue), "KOKORO_LOG_LEVEL": "warning"}
     exe = Path(sys.executable).with_name("kokoro-server")
     proc = subprocess.Popen([str(exe)], env=env)
     deadline = time.monotonic() + 300
