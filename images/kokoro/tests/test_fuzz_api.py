@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kokoro_server.app import create_app
 from kokoro_server.audio.encode import FORMATS
 from kokoro_server.settings import Settings
 from kokoro_testlib import API_KEY, decode_audio
-
-schemathesis = pytest.importorskip("schemathesis")
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # The schema the server serves at /openapi.json, built without loading a model.
@@ -105,12 +104,11 @@ def test_fuzzed_text_is_spoken_or_refused_cleanly(path, onnx_server):
             assert set(r.json()["error"]) == {"message", "type", "code", "param"}, body
 
     check()
-    print(path, seen)
     assert seen.get(200, 0) >= 6, f"most such texts should be spoken: {seen}"
 
 
 def test_the_server_still_speaks_after_the_fuzzing(onnx_server):
-    # named to sort after the fuzzing in this module, which pytest runs in file order
+    # last in this module, which pytest runs in file order
     r = httpx.post(onnx_server.url + "/v1/audio/speech", headers=AUTH, timeout=300,
                    json={"input": "Still here.", "response_format": "wav"})
     assert r.status_code == 200
