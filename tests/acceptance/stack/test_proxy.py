@@ -284,7 +284,7 @@ def kokoro_body_limit(host) -> int:
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_body_over_the_routes_limit_gets_413_from_the_proxy(host, env, keys, chunked):
+def test_a_body_over_the_routes_limit_is_refused_with_413(host, env, keys, chunked):
     limit = kokoro_body_limit(host)
     port = env.get("PROXY_PORT", "443")
     name = env["PROXY_SERVER_NAMES"].split(",")[0]
@@ -303,9 +303,14 @@ def test_a_body_over_the_routes_limit_gets_413_from_the_proxy(host, env, keys, c
         assert out.rc == 0, out.stderr
         return json.loads(out.stdout)
 
+    # Kokoro's own limit is lower than the proxy's, and Kokoro refuses by Content-Length
+    # or by counting as the proxy streams the body on: whichever limit answers first is
+    # a race (CI saw Kokoro's), so either refusal counts; the route's limit itself is
+    # checked in the rendered Caddyfile (tests/unit/test_proxy_caddyfile.py).
     over = send(limit + 4096)
     assert over.get("status") == 413, over
-    assert json.loads(over["body"])["error"]["code"] == "request_too_large", over
+    assert json.loads(over["body"])["error"]["code"] in (
+        "request_too_large", "input_too_long"), over
     # Just under the proxy's limit the body reaches Kokoro, whose own limit is lower:
     # its 413 says why (the input is too long), not the proxy's.
     under = send(limit - 4096)
