@@ -9,10 +9,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from local_play import run_local_play
 from required_tools import require_compose
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,26 +33,9 @@ def run(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
     (tmp_path / "play.yml").write_text(PLAY)
     variables = {
         "monitoring_grafana_dir": str(tmp_path / "grafana"),
-        "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            json.dumps(variables),
-            str(tmp_path / "play.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    return run_local_play(tmp_path / "play.yml", variables)
 
 
 def changed(r: subprocess.CompletedProcess) -> int:

@@ -10,11 +10,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from local_play import run_local_play
 from required_tools import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,25 +79,9 @@ def render(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
         "stack_llm_enabled": True,
         "stack_comfyui_enabled": True,
         "__stack_api_keys": KEYS,
-        "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            json.dumps(variables),
-            str(tmp_path / "play.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
-    )
+    return run_local_play(tmp_path / "play.yml", variables)
 
 
 def adapt(caddy: Path, tmp_path: Path) -> dict:

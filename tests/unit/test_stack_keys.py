@@ -5,13 +5,12 @@ files are 0400 and owned by the service's uid; a key that would break the proxy'
 configuration is refused, naming the service and the fix, before anything is written;
 and no key reaches the play's output."""
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from local_play import run_local_play
 
 REPO = Path(__file__).resolve().parents[2]
 PLAY = """
@@ -35,26 +34,9 @@ def run(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
         "stack_proxy_enabled": True,
         "stack_llm_enabled": True,
         "stack_comfyui_enabled": False,
-        "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            json.dumps(variables),
-            str(tmp_path / "play.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    return run_local_play(tmp_path / "play.yml", variables)
 
 
 def keys(tmp_path: Path, service: str) -> list[str]:

@@ -6,13 +6,11 @@ is on, loaded, covers every LAN interface and does not open those ports. The dec
 by ansible-playbook on this machine, against its real Docker engine and interfaces."""
 
 import importlib.util
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from local_play import run_local_play
 from required_tools import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,27 +141,9 @@ def run_role(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
     variables = {
         "stack_proxy_enabled": False,
         "stack_kokoro_bind_address": "127.0.0.1",
-        "ansible_python_interpreter": sys.executable,
         **extra,
     }
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-v",
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            json.dumps(variables),
-            str(tmp_path / "play.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    return run_local_play(tmp_path / "play.yml", variables, "-v")
 
 
 @pytest.fixture(scope="module")
