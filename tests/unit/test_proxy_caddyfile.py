@@ -169,12 +169,16 @@ def test_every_proxied_route_has_its_body_limit(caddy, tmp_path):
 
 
 def test_the_default_kokoro_limit_sits_above_the_servers_own(caddy, tmp_path):
-    """Kokoro's own 413 (a JSON error naming the limit) must answer first: the proxy's
-    limit is above Kokoro's 20,000 characters x 6 bytes + 64 KiB."""
+    """The proxy's limit is above Kokoro's own (its default settings), so that Kokoro's
+    413, a JSON error naming the limit, can answer."""
+    from kokoro_server.app import max_body_bytes
+    from kokoro_server.settings import Settings
+
     r = render(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     kokoro = body_limits(adapt(caddy, tmp_path))["kokoro:8880"]
-    assert 20_000 * 6 + 65536 < kokoro <= 2 * (20_000 * 6 + 65536)
+    own = max_body_bytes(Settings())
+    assert own < kokoro <= 2 * own
 
 
 @pytest.mark.parametrize("bad", ["lots", "256 KiB", "-1MB", "1e6"])

@@ -101,6 +101,12 @@ class RequestMetrics:
 SPEECH_PATHS = frozenset({"/v1/audio/speech", "/v1/audio/speech/captioned", "/v1/audio/phonemize"})
 
 
+def max_body_bytes(settings: Settings) -> int:
+    """The largest speech body that can hold an allowed input: JSON may spend up to 6
+    bytes on one character (\\uXXXX escapes), plus room for the other fields."""
+    return settings.max_input_chars * 6 + 65536
+
+
 class BodyLimit:
     """Refuse a speech body too large to hold an allowed input: at once where its
     Content-Length says so, and otherwise by counting the bytes as they arrive (a
@@ -249,8 +255,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         log.exception("unhandled error")
         return _error(ApiError(500, "internal_error", "internal server error"))
 
-    # JSON may spend up to 6 bytes on one character (\uXXXX escapes)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_input_chars * 6 + 65536,
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes(settings),
                        idle_seconds=settings.send_timeout)
     app.add_middleware(SendDeadline, seconds=settings.send_timeout)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
