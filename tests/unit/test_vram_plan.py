@@ -137,7 +137,8 @@ def test_16gb_all_three_names_the_knobs_that_make_it_fit():
         "while Kokoro or the LLM restarts can take their memory)",
         "disable ComfyUI (stack_comfyui_enabled: false)",
         "disable the LLM (stack_llm_enabled: false)",
-        "use a card with >= 22 GiB of VRAM for GPU 0 (this one has 15.99 GiB)",
+        "use a card with at least 22051 MiB of VRAM for GPU 0 (this NVIDIA GeForce RTX 4080 "
+        "has 16376: 5675 MiB short), e.g. NVIDIA GeForce RTX 4090 (24564 MiB)",
     ]
 
 
@@ -202,6 +203,99 @@ def test_moving_comfyui_to_a_free_card_is_suggested():
     result = kv.plan_stack(two, services("llm", "comfyui"), COMPANIONS)
     assert not result["fits"]
     assert "set stack_comfyui_gpu to 1 (move comfyui to GPU 1)" in result["suggestions"]
+
+
+# --- ComfyUI's useful minimum -------------------------------------------------------
+# Half of Qwen-Image's 19,455 MiB diffusion model resident + 1,024 context + 2,048 working
+# memory = 12,800 MiB. Below it the plan still fits (ComfyUI runs) but warns.
+USEFUL_MIB = 1024 + 2048 + 19455 // 2 + 1
+
+
+def comfy_row(result: dict) -> dict:
+    return next(r for r in result["rows"] if r["service"] == "comfyui")
+
+
+def test_comfyui_useful_minimum_is_half_its_diffusion_model_resident():
+    row = comfy_row(plan("32GB", services("llm", "comfyui")))
+    assert row["breakdown"]["useful_mib"] == USEFUL_MIB == 12800
+    assert kv.COMFYUI_USEFUL_RESIDENT_SHARE == 0.5
+
+
+def test_24gb_with_kokoro_and_llm_warns_that_comfyui_is_heavily_offloaded():
+    result = plan("24GB", services("llm", "comfyui"))
+    assert result["fits"], result["problems"]
+    row = comfy_row(result)
+    assert row["heavy_offload"] and row["breakdown"]["budget_mib"] == 6609 < USEFUL_MIB
+    (warning,) = result["warnings"]
+    # 19,455 - (6,609 - 3,072) = 15,918 MiB = 15.54 GiB copied on every step
+    assert warning.startswith("comfyui: runs only with heavy offloading, below its useful minimum")
+    assert "gets 6.45 GiB, less than the 12.50 GiB" in warning
+    assert "the other 15.54 GiB cross PCIe on every sampling step" in warning
+    assert "heavy offload: budget 6.45" in result["table"]
+    assert result["suggestions"] == []
+    assert "disable ComfyUI (stack_comfyui_enabled: false)" in result["warning_suggestions"]
+
+
+@pytest.mark.parametrize(
+    ("card", "enabled"),
+    [("32GB", ("comfyui",)), ("32GB", ("llm", "comfyui"))],
+    ids=["32GB-comfyui", "32GB-all-three"],
+)
+def test_32gb_gives_comfyui_its_useful_minimum_without_a_warning(card, enabled):
+    result = plan(card, services(*enabled))
+    assert result["fits"]
+    assert not comfy_row(result)["heavy_offload"]
+    assert comfy_row(result)["breakdown"]["budget_mib"] >= USEFUL_MIB
+    assert result["warnings"] == [] and result["warning_suggestions"] == []
+
+
+def test_each_warning_suggestion_alone_gives_comfyui_its_useful_minimum():
+    result = plan("24GB", services("llm", "comfyui"))
+    assert result["warning_suggestions"] == [
+        "set stack_llm_n_gpu_layers to 17 (of 36; the other layers and their KV cache run "
+        "on the CPU, slower)",
+        "set stack_comfyui_reserve_policy to resident (ComfyUI then keeps free only the "
+        "reserve and Kokoro's cache growth, not the other services' whole share: a job run "
+        "while Kokoro or the LLM restarts can take their memory)",
+        "disable ComfyUI (stack_comfyui_enabled: false)",
+        "disable the LLM (stack_llm_enabled: false)",
+        "use a card with at least 30755 MiB of VRAM for GPU 0 (this NVIDIA GeForce RTX 4090 "
+        "has 24564: 6191 MiB short), e.g. NVIDIA GeForce RTX 5090 (32607 MiB)",
+    ]
+    for svc in (
+        services("llm", "comfyui", llm={"n_gpu_layers": 17}),
+        services("llm", "comfyui", comfyui={"reserve_policy": "resident"}),
+        services("comfyui"),
+    ):
+        fixed = plan("24GB", svc)
+        assert fixed["fits"] and not fixed["warnings"], fixed["table"]
+    assert plan("24GB", services("llm", "comfyui", llm={"n_gpu_layers": 18}))["warnings"]
+    bigger = [{"index": 0, "name": "card", "memory_total_mib": 30755}]
+    assert not kv.plan_stack(bigger, services("llm", "comfyui"), COMPANIONS)["warnings"]
+    smaller = [{"index": 0, "name": "card", "memory_total_mib": 30754}]
+    assert kv.plan_stack(smaller, services("llm", "comfyui"), COMPANIONS)["warnings"]
+
+
+def test_a_32gb_card_short_of_vram_is_told_the_mib_missing_not_a_rounded_size():
+    # Two workers and the LLM's whole 40,960-token context leave ComfyUI 3,983 MiB, under
+    # its 4,096 minimum: 113 MiB short. Rounded up to whole GiB that need is "32 GiB",
+    # which a 32 GB card (32,607 MiB = 31.84 GiB) would already be.
+    svc = services("llm", "comfyui", kokoro={"workers": 2}, llm={"ctx_size": 40960})
+    result = plan("32GB", svc)
+    assert not result["fits"]
+    assert result["suggestions"][-1] == (
+        "use a card with at least 32720 MiB of VRAM for GPU 0 (this NVIDIA GeForce RTX 5090 "
+        "has 32607: 113 MiB short), e.g. NVIDIA A100-PCIE-40GB (40960 MiB)"
+    )
+    assert not any(">= 32 GiB" in s for s in result["suggestions"])
+    just = [{"index": 0, "name": "card", "memory_total_mib": 32720}]
+    assert kv.plan_stack(just, svc, COMPANIONS)["fits"]
+
+
+def test_a_need_beyond_every_known_card_says_so():
+    svc = services(kokoro={"vram_mib": 100_000})
+    (card_hint,) = [s for s in plan("32GB", svc)["suggestions"] if s.startswith("use a card")]
+    assert card_hint.endswith("no card in the planner's table has that much")
 
 
 # --- LLM arithmetic -----------------------------------------------------------------
@@ -301,7 +395,10 @@ def test_llm_that_does_not_fit_gets_kv_ctx_and_layer_suggestions():
     )
     assert sugg[2].startswith("set stack_llm_n_gpu_layers to ")
     assert "disable the LLM (stack_llm_enabled: false)" in sugg
-    assert sugg[-1] == "use a card with >= 13 GiB of VRAM for GPU 0 (this one has 12.00 GiB)"
+    assert sugg[-1] == (
+        "use a card with at least 12911 MiB of VRAM for GPU 0 (this 12 GiB card has 12288: "
+        "623 MiB short), e.g. Tesla T4 (15360 MiB)"
+    )
 
 
 def test_kokoro_workers_scale_its_vram_from_the_measurements():
@@ -401,7 +498,10 @@ def test_cpu_host_short_of_ram_is_told_which_knobs_fit():
     assert sugg[0].startswith("set stack_llm_cache_type_k and stack_llm_cache_type_v to q8_0")
     assert sugg[1].startswith("lower stack_llm_ctx_size to 4608 ")
     assert "disable the LLM (stack_llm_enabled: false)" in sugg
-    assert sugg[-1] == "give the host >= 9 GiB of RAM (it has 8.00 GiB)"
+    assert sugg[-1] == (
+        "give the host at least 8685 MiB of RAM (as `free -m` counts it; it has 8192: "
+        "493 MiB short)"
+    )
 
 
 def test_cpu_host_with_comfyui_is_not_told_to_add_ram():
@@ -422,9 +522,45 @@ def test_gpu_host_ram_counts_comfyui_models_held_in_ram():
     assert not result["fits"]
     assert result["suggestions"] == [
         "disable ComfyUI (stack_comfyui_enabled: false)",
-        "give the host >= 34 GiB of RAM (it has 31.30 GiB)",
+        "give the host at least 34275 MiB of RAM (as `free -m` counts it; it has 32050: "
+        "2225 MiB short)",
     ]
     assert plan("32GB", services("llm", "comfyui"), host_ram_mib=64000)["fits"]
+
+
+@pytest.mark.parametrize(
+    ("card", "enabled", "needed"),
+    [
+        # GPU host: Kokoro's torch process 2,048, llama-server 512 (its weights and KV
+        # cache on the card), ComfyUI every Qwen-Image file (28,643) + 2,048; 1,024 system.
+        ("32GB", (), 2048 + 1024),
+        ("32GB", ("llm",), 2048 + 512 + 1024),
+        ("32GB", ("comfyui",), 2048 + 28643 + 2048 + 1024),
+        ("32GB", ("llm", "comfyui"), 2048 + 512 + 28643 + 2048 + 1024),
+        # CPU host: the onnx server 1,200; the LLM's weights 4,797 + KV 1,152 + 512.
+        (None, (), 1200 + 1024),
+        (None, ("llm",), 1200 + 4797 + 1152 + 512 + 1024),
+    ],
+)
+def test_host_ram_needed_per_service_set(card, enabled, needed):
+    result = plan(card, services(*enabled))
+    assert result["ram"] is None  # the host's RAM is not known here
+    assert result["ram_needed_mib"] == needed
+    lines = result["ram_table"].splitlines()
+    assert lines[-1].split()[:2] == ["total", kv._gib(needed)]
+    assert lines[-1].endswith("host RAM not given")
+    rows = {line.split()[0]: line.split()[1] for line in lines[2:-1]}
+    assert rows == {
+        **{r["service"]: kv._gib(r["ram_mib"]) for r in result["rows"]},
+        "system": kv._gib(1024),
+    }
+
+
+def test_ram_table_compares_with_the_hosts_ram_when_known():
+    short = plan("32GB", services("llm", "comfyui"), host_ram_mib=32050)["ram_table"]
+    assert short.splitlines()[-1].endswith("the host has 31.30: short by 2.17 GiB")
+    room = plan("32GB", services("llm", "comfyui"), host_ram_mib=64000)["ram_table"]
+    assert room.splitlines()[-1].endswith("the host has 62.50: fits")
 
 
 def test_device_cuda_without_a_gpu_is_an_error():
@@ -531,6 +667,9 @@ def test_filter_turns_a_value_error_into_a_failed_plan():
     assert result["fits"] is False
     assert result["problems"] == [result["error"]]
     assert "stack_llm_model" in result["error"]
+    # plan.yml reads these keys whether or not the plan could be made
+    good = kv.plan_stack_or_error(gpus("24GB"), services("llm"), COMPANIONS)
+    assert set(result) == set(good)
     filters = kv.FilterModule().filters()
     assert filters["kokoro_vram_plan"] is kv.plan_stack_or_error
     assert {"kokoro_vram_report", "kokoro_vram_parse_compute_apps", "kokoro_vram_parse_gpus"} <= (

@@ -113,6 +113,16 @@ LLM_ALL_LAYERS = 999
 COMFYUI_CONTEXT_MIB = 1024
 COMFYUI_WORKING_MIB = 2048
 COMFYUI_MIN_VRAM_MIB = 4096
+# The least ComfyUI can usefully run with: half of its largest model resident (plus
+# context and working memory). Offloading, it copies every non-resident block over PCIe
+# on every sampling step [COMFY-MM]; below half, more of the model crosses the bus each
+# step than stays on the card (Qwen-Image: 12.5 GiB; beside Kokoro and the LLM on a 24 GB
+# card it gets 6.5 GiB and copies 15.5 of its 19 GiB every step). The plan still fits
+# there, since ComfyUI does run, but it warns and names what would give it this much.
+COMFYUI_USEFUL_RESIDENT_SHARE = 0.5
+# Host-to-device copy rate of PCIe 4.0 x16 from pinned memory (31.5 GB/s raw per
+# direction; cudaMemcpy reaches about 25): what the warning's copy time assumes.
+PCIE_GEN4_X16_GB_S = 25
 # Host RAM: ComfyUI keeps the models it is not running (and the offloaded part of the
 # one it runs) in RAM, so every file of the set plus the process.
 COMFYUI_RAM_OVERHEAD_MIB = 2048
@@ -562,7 +572,7 @@ def _comfyui_rows(spec: dict, resident: list[dict]) -> tuple[dict, dict | None, 
             "planned_mib": 0,
             "ram_mib": ram,
             "mode": None,
-            "breakdown": {"reason": "no GPU"},
+            "breakdown": {"reason": "no GPU", "model": comfy["model"]},
         }
         return row, None, {"mode": None, "args": "", "reserve_vram_gib": None}
     card = spec["cards"][comfy["gpu"]]
@@ -580,6 +590,9 @@ def _comfyui_rows(spec: dict, resident: list[dict]) -> tuple[dict, dict | None, 
     keep_free_mib = math.ceil(gib * 1024)
     budget = card["total_mib"] - others - keep_free_mib
     full_set = comfy["context_mib"] + _mib_ceil(largest) + comfy["working_mib"]
+    useful = full_set - _mib_ceil(largest) + math.ceil(
+        _mib_ceil(largest) * COMFYUI_USEFUL_RESIDENT_SHARE
+    )
     if budget >= full_set:
         mode, planned = "normal", full_set
     elif budget >= comfy["min_vram_mib"]:
@@ -594,12 +607,15 @@ def _comfyui_rows(spec: dict, resident: list[dict]) -> tuple[dict, dict | None, 
         "planned_mib": planned,
         "ram_mib": ram,
         "mode": mode,
+        # Runs, but with most of its largest model crossing PCIe every step.
+        "heavy_offload": mode == "offload" and budget < useful,
         "breakdown": {
             "model": comfy["model"],
             "context_mib": comfy["context_mib"],
             "largest_model_mib": _mib_ceil(largest),
             "working_mib": comfy["working_mib"],
             "full_set_mib": full_set,
+            "useful_mib": useful,
             "min_vram_mib": comfy["min_vram_mib"],
             "budget_mib": budget,
         },
@@ -620,6 +636,27 @@ def _comfyui_rows(spec: dict, resident: list[dict]) -> tuple[dict, dict | None, 
         "reserve_policy": policy,
     }
     return row, hold, knobs
+
+
+def _heavy_offload_warning(row: dict) -> str:
+    b = row["breakdown"]
+    resident = max(0, b["budget_mib"] - b["context_mib"] - b["working_mib"])
+    streamed = b["largest_model_mib"] - resident
+    seconds = streamed * MIB / (PCIE_GEN4_X16_GB_S * 1e9)
+    return (
+        f"comfyui: runs only with heavy offloading, below its useful minimum: beside the "
+        f"other services on GPU {row['gpu']} it gets {_gib(b['budget_mib'])} GiB, less than "
+        f"the {_gib(b['useful_mib'])} GiB that keeps half of {b['model']}'s "
+        f"{_gib(b['largest_model_mib'])} GiB diffusion model on the card; the other "
+        f"{_gib(streamed)} GiB cross PCIe on every sampling step (at least {seconds:.1f} s "
+        f"of copying per step at PCIe 4.0 x16's {PCIE_GEN4_X16_GB_S} GB/s) and --lowvram "
+        "runs its text encoder on the CPU"
+    )
+
+
+def comfyui_heavy_offload(plan: dict) -> bool:
+    """True when the plan's ComfyUI runs below its useful minimum (a warning)."""
+    return any(r.get("heavy_offload") for r in plan["rows"])
 
 
 def comfy_mode_none(rows: list[dict]) -> bool:
@@ -729,6 +766,8 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
             f"(--reserve-vram {knobs['comfyui']['reserve_vram_gib']:.1f}, policy "
             f"{comfy['reserve_policy']})"
         )
+    if comfy_row and comfy_row.get("heavy_offload"):
+        warnings.append(_heavy_offload_warning(comfy_row))
 
     ram_planned = sum(r["ram_mib"] for r in rows)
     ram = None
@@ -762,10 +801,14 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
         "planned_total_mib": sum(r["planned_mib"] for r in rows),
         "free_mib": min((c["free_mib"] for c in used), default=None),
         "ram": ram,
+        # What the services and the system need, known whether or not the host's is.
+        "ram_needed_mib": ram_planned + ram_reserve_mib,
+        "ram_reserve_mib": ram_reserve_mib,
         "knobs": knobs,
         "problems": problems,
         "warnings": warnings,
         "suggestions": [],
+        "warning_suggestions": [],
     }
 
 
@@ -785,8 +828,16 @@ def _variant(spec: dict, change: dict[str, dict]) -> dict:
     return out
 
 
-def _fits(spec: dict, host_ram_mib: int | None, ram_reserve_mib: int) -> bool:
-    return evaluate(spec, host_ram_mib, ram_reserve_mib)["fits"]
+GOALS = ("fit", "useful")
+
+
+def _meets(plan: dict, goal: str) -> bool:
+    """goal "fit": the plan fits; "useful": it fits and ComfyUI is not heavily offloaded."""
+    return plan["fits"] and (goal == "fit" or not comfyui_heavy_offload(plan))
+
+
+def _fits(spec: dict, host_ram_mib: int | None, ram_reserve_mib: int, goal: str = "fit") -> bool:
+    return _meets(evaluate(spec, host_ram_mib, ram_reserve_mib), goal)
 
 
 def _largest(lo: int, hi: int, ok: Any) -> int | None:
@@ -802,12 +853,32 @@ def _largest(lo: int, hi: int, ok: Any) -> int | None:
     return lo
 
 
-def suggest(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int = 1024) -> list[str]:
-    """The knobs that would make a spec that does not fit fit, each checked by planning
-    again with it changed alone (the card size last: it always works for VRAM)."""
+def _bigger_card(card: dict, need_mib: int) -> str:
+    """The card-size suggestion, in MiB as nvidia-smi counts them: a nominal 32 GB card
+    has 32607 MiB (31.84 GiB), so a need rounded up to whole GiB ("32 GiB") could name
+    the very class the user has. An example is the smallest larger card the planner knows."""
+    larger = sorted((mib, name) for name, mib in PCI_DEVICE_VRAM.values() if mib >= need_mib)
+    example = (
+        f", e.g. {larger[0][1]} ({larger[0][0]} MiB)"
+        if larger
+        else "; no card in the planner's table has that much"
+    )
+    return (
+        f"use a card with at least {need_mib} MiB of VRAM for GPU {card['index']} (this "
+        f"{card['name']} has {card['total_mib']}: {need_mib - card['total_mib']} MiB short)"
+        f"{example}"
+    )
+
+
+def suggest(
+    spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int = 1024, goal: str = "fit"
+) -> list[str]:
+    """The knobs that would meet `goal` (GOALS: make a spec that does not fit fit, or
+    give a heavily offloaded ComfyUI its useful minimum), each checked by planning again
+    with it changed alone (the card size last: it always works for VRAM)."""
 
     def fits(change: dict) -> bool:
-        return _fits(_variant(spec, change), host_ram_mib, ram_reserve_mib)
+        return _fits(_variant(spec, change), host_ram_mib, ram_reserve_mib, goal)
 
     out: list[str] = []
     llm, comfy, kokoro = spec["llm"], spec["comfyui"], spec["kokoro"]
@@ -896,15 +967,16 @@ def suggest(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int = 
         out.append("disable the LLM (stack_llm_enabled: false)")
     if comfy["enabled"] and comfy["device"] != "gpu":
         out.append("run ComfyUI on a host with an NVIDIA GPU")
-    # The card size that fits, on the cards that do not.
+    # The card size that meets the goal, on the cards that do not.
+    comfy_row = next((r for r in base["rows"] if r["service"] == "comfyui"), None)
     for card in base["cards"]:
-        problem_here = not card["fits"] or (
-            comfy["enabled"]
-            and comfy["device"] == "gpu"
-            and comfy["gpu"] == card["index"]
-            and base["knobs"]["comfyui"]["mode"] is None
+        comfy_short = (
+            comfy_row is not None
+            and comfy_row["device"] == "gpu"
+            and comfy_row["gpu"] == card["index"]
+            and (comfy_row["mode"] is None or (goal == "useful" and comfy_row["heavy_offload"]))
         )
-        if not card["used"] or not problem_here:
+        if not card["used"] or not (comfy_short or not card["fits"]):
             continue
         index = card["index"]
         big = 4 * 1024 * 1024
@@ -917,16 +989,16 @@ def suggest(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int = 
                 hi = mid
             else:
                 lo = mid + 1
-        out.append(
-            f"use a card with >= {math.ceil(lo / 1024)} GiB of VRAM for GPU {index} "
-            f"(this one has {_gib(card['total_mib'])} GiB)"
-        )
+        if lo > card["total_mib"]:
+            out.append(_bigger_card(card, lo))
     short_of_ram = host_ram_mib and base["ram"] and base["ram"]["free_mib"] < 0
-    if short_of_ram and _fits(spec, 1 << 40, ram_reserve_mib):
+    if short_of_ram and _fits(spec, 1 << 40, ram_reserve_mib, goal):
+        # In MiB as `free -m` (and Ansible's memtotal_mb) count them, for the same reason
+        # as the card: a nominal 32 GB host has about 31.3 GiB.
         need = base["ram"]["planned_mib"] + ram_reserve_mib
         out.append(
-            f"give the host >= {math.ceil(need / 1024)} GiB of RAM (it has "
-            f"{_gib(host_ram_mib)} GiB)"
+            f"give the host at least {need} MiB of RAM (as `free -m` counts it; it has "
+            f"{host_ram_mib}: {need - host_ram_mib} MiB short)"
         )
     return out
 
@@ -952,10 +1024,10 @@ def _row_note(row: dict, spec: dict) -> str:
     if row["service"] == "comfyui":
         if row["device"] != "gpu":
             return "needs a GPU"
-        mode = row["mode"] or "does not fit"
+        mode = "heavy offload" if row.get("heavy_offload") else (row["mode"] or "does not fit")
         return (
-            f"{mode}: budget {_gib(b['budget_mib'])}, whole set "
-            f"{_gib(b['full_set_mib'])}, minimum {_gib(b['min_vram_mib'])}"
+            f"{mode}: budget {_gib(b['budget_mib'])}, whole set {_gib(b['full_set_mib'])}, "
+            f"useful {_gib(b['useful_mib'])}, minimum {_gib(b['min_vram_mib'])}"
         )
     if row["service"] == "keep-free":
         room = "kokoro/llm restarts" if b["policy"] == "restart_safe" else "kokoro cache growth"
@@ -1004,6 +1076,46 @@ def format_plan_table(plan: dict, spec: dict) -> str:
     return "\n".join(lines)
 
 
+def _ram_note(row: dict) -> str:
+    b = row["breakdown"]
+    if row["service"] == "kokoro":
+        if row["device"] == "gpu":
+            return "torch process: CUDA libraries, Python, spaCy (estimate)"
+        return "onnx int8 server (1.07 GiB measured, + 10 %)"
+    if row["service"] == "llm":
+        on_cpu = b["layers"] - b["layers_on_gpu"]
+        if not on_cpu:
+            return "llama-server process (weights and KV cache on the GPU)"
+        return f"llama-server: weights and KV cache of {on_cpu}/{b['layers']} layers + process"
+    if row["service"] == "comfyui":
+        files = row["ram_mib"] - COMFYUI_RAM_OVERHEAD_MIB
+        return (
+            f"every file of {b['model']} ({_gib(files)}: it keeps the "
+            f"models it is not running in RAM) + process ({_gib(COMFYUI_RAM_OVERHEAD_MIB)})"
+        )
+    return ""
+
+
+def format_ram_table(plan: dict) -> str:
+    """Host RAM per service, the system's share, the total needed and, where the host's
+    RAM is known, what it has and what is left."""
+    head = f"{'host RAM':<10}{'GiB':>8}  notes"
+    lines = [head, "-" * len(head)]
+    for row in plan["rows"]:
+        if row["ram_mib"]:
+            lines.append(f"{row['service']:<10}{_gib(row['ram_mib']):>8}  {_ram_note(row)}")
+    lines.append(f"{'system':<10}{_gib(plan['ram_reserve_mib']):>8}  kept for the system")
+    ram = plan["ram"]
+    verdict = (
+        "host RAM not given"
+        if not ram
+        else f"the host has {_gib(ram['total_mib'])}: "
+        + ("fits" if ram["free_mib"] >= 0 else f"short by {_gib(-ram['free_mib'])} GiB")
+    )
+    lines.append(f"{'total':<10}{_gib(plan['ram_needed_mib']):>8}  {verdict}")
+    return "\n".join(lines)
+
+
 def plan_stack(
     gpus: list[dict] | None,
     services: dict,
@@ -1019,8 +1131,10 @@ def plan_stack(
     exists); services: {'vram_total_mib', 'kokoro': {...}, 'llm': {...}, 'comfyui':
     {...}} as the role passes them; companions: manifest.yml's `companions:`.
     Returns {fits, device, card, cards, rows, keep_free, planned_total_mib, free_mib,
-    ram, knobs, problems, warnings, suggestions, table}. ValueError names the variable
-    to fix when the input is wrong (unknown model, cache type, GPU, total VRAM).
+    ram, ram_needed_mib, ram_reserve_mib, knobs, problems, warnings, suggestions (what
+    would make it fit), warning_suggestions (what would give a heavily offloaded ComfyUI
+    its useful minimum), table, ram_table}. ValueError names the variable to fix when
+    the input is wrong (unknown model, cache type, GPU, total VRAM).
     """
     ram = _int(host_ram_mib, "host_ram_mib", None)
     ram_reserve = _int(ram_reserve_mib, "ram_reserve_mib", 1024) or 0
@@ -1028,7 +1142,10 @@ def plan_stack(
     plan = evaluate(spec, ram, ram_reserve)
     if not plan["fits"]:
         plan["suggestions"] = suggest(spec, ram, ram_reserve)
+    elif comfyui_heavy_offload(plan):
+        plan["warning_suggestions"] = suggest(spec, ram, ram_reserve, goal="useful")
     plan["table"] = format_plan_table(plan, spec)
+    plan["ram_table"] = format_ram_table(plan)
     return plan
 
 
@@ -1048,11 +1165,15 @@ def plan_stack_or_error(gpus: Any, services: dict, companions: dict, **kwargs: A
             "planned_total_mib": 0,
             "free_mib": None,
             "ram": None,
+            "ram_needed_mib": None,
+            "ram_reserve_mib": None,
             "knobs": {},
             "problems": [str(exc)],
             "warnings": [],
             "suggestions": [],
+            "warning_suggestions": [],
             "table": f"no plan: {exc}",
+            "ram_table": f"no plan: {exc}",
             "error": str(exc),
         }
 
