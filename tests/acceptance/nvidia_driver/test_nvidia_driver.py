@@ -16,7 +16,8 @@ from kokoro_gpu_plugin import kokoro_gpu
 DRIVER_FACT = "/etc/ansible/facts.d/kokoro_nvidia_driver.fact"
 PIN = "/etc/apt/preferences.d/kokoro-nvidia-driver"
 BLACKLIST = "/etc/modprobe.d/kokoro-blacklist-nouveau.conf"
-# The packages the role installs, whichever source: one of them marks a driver install.
+# Packages that mark a driver install, whichever source; the role's own choice (the
+# recorded "packages": nvidia-open-580, nvidia-driver-580-server-open, ...) is added.
 DRIVER_PACKAGES = ["nvidia-kernel-dkms", "nvidia-open-kernel-dkms", "libcuda1", "nvidia-smi"]
 
 
@@ -31,8 +32,14 @@ def branch(host, facts):
     return match.group(1)
 
 
+def _decision(host) -> dict:
+    fact = host.file(DRIVER_FACT)
+    return json.loads(fact.content_string) if fact.exists else {"packages": []}
+
+
 def _installed(host) -> list[str]:
-    return [p for p in DRIVER_PACKAGES if host.package(p).is_installed]
+    names = dict.fromkeys(_decision(host)["packages"] + DRIVER_PACKAGES)
+    return [p for p in names if host.package(p).is_installed]
 
 
 def _in_container(host) -> bool:
@@ -56,7 +63,7 @@ def test_driver_packages_of_the_pinned_branch_are_installed(host, branch):
 
 
 def test_kernel_modules_fit_the_cards(host, facts, branch):
-    decision = json.loads(host.file(DRIVER_FACT).content_string)
+    decision = _decision(host)
     assert str(decision["branch"]) == branch
     # The recorded flavour is one the cards can run on this branch ...
     plan = kokoro_gpu.plan_driver(facts["compute_caps"], branch, decision["kernel_modules"])
@@ -73,14 +80,20 @@ def test_kernel_modules_fit_the_cards(host, facts, branch):
 
 
 def test_driver_packages_are_held(host, branch):
+    # The role holds the packages it chose; their dependencies (NVIDIA's metapackages
+    # pull in nvidia-smi, libcuda1, ...) stay on the branch through the pin.
     held = host.check_output("dpkg --get-selections | awk '$2 == \"hold\" {print $1}'").split()
     held = {h.split(":")[0] for h in held}
-    for name in _installed(host):
+    for name in _decision(host)["packages"]:
         assert name in held, f"{name} is not on hold: unattended-upgrades could move it"
 
 
 def test_apt_prefers_the_pinned_branch(host, branch):
-    policy = host.check_output("apt-cache policy nvidia-smi")
+    # nvidia-smi comes with every source (from the distribution, or as a dependency of
+    # NVIDIA's metapackages); the test bed's stand-in of NVIDIA's repository offers
+    # nvidia-persistenced in two branches instead.
+    name = next(p for p in ("nvidia-smi", "nvidia-persistenced") if host.package(p).is_installed)
+    policy = host.check_output(f"apt-cache policy {name}")
     installed = re.search(r"Installed: (\S+)", policy).group(1)
     assert installed.split(":")[-1].startswith(f"{branch}."), policy
     assert re.search(rf"\*\*\* {re.escape(installed)} 1001", policy), policy

@@ -22,21 +22,22 @@ prove is that Docker's own packages install and run.
     python3 standin_apt_repo.py --out DIR --suite bookworm --compose PATH \
         --engine-deb docker.io_*.deb
 
-Needs dpkg-deb and gpg (run on the test host).
+Needs dpkg-deb, gpg and tests/molecule/shared/standin_apt.py beside it (run on the test
+host).
 """
 
 from __future__ import annotations
 
 import argparse
 import email.utils
-import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-VERSION = "5:0.0.0~kokoro-deploy-standin"
+# Beside this file on the test host (prepare.yml copies both).
+from standin_apt import VERSION, build_deb, digest, packages_index, sign
+
 PLUGIN = "usr/libexec/docker/cli-plugins/docker-compose"
 
 
@@ -48,30 +49,6 @@ def packages(compose: Path) -> list[dict]:
         {"name": "docker-buildx-plugin", "depends": "", "note": note},
         {"name": "docker-compose-plugin", "depends": "", "note": note, "files": {PLUGIN: compose}},
     ]
-
-
-def build_deb(pkg: dict, arch: str, pool: Path, work: Path) -> Path:
-    root = work / pkg["name"]
-    (root / "DEBIAN").mkdir(parents=True)
-    for dest, src in pkg.get("files", {}).items():
-        target = root / dest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
-        target.chmod(0o755)
-    control = [
-        f"Package: {pkg['name']}",
-        f"Version: {VERSION}",
-        f"Architecture: {arch}",
-        "Maintainer: kokoro-deploy tests <tests@kokoro-deploy.invalid>",
-        *([f"Depends: {pkg['depends']}"] if pkg["depends"] else []),
-        f"Description: {pkg['note']}",
-    ]
-    (root / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
-    pool.mkdir(parents=True, exist_ok=True)
-    deb = pool / f"{pkg['name']}_{VERSION.split(':', 1)[1]}_{arch}.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", "-Zgzip", str(root), str(deb)],
-                   check=True, capture_output=True)
-    return deb
 
 
 def relabel_engine(deb: Path, arch: str, pool: Path, work: Path) -> Path:
@@ -99,24 +76,6 @@ def relabel_engine(deb: Path, arch: str, pool: Path, work: Path) -> Path:
     return out
 
 
-def digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def packages_index(debs: list[Path], base: Path) -> str:
-    stanzas = []
-    for deb in debs:
-        fields = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True,
-                                capture_output=True, text=True).stdout.rstrip("\n")
-        stanzas.append(
-            f"{fields}\nFilename: {deb.relative_to(base)}\nSize: {deb.stat().st_size}\n"
-            f"MD5sum: {digest(deb, 'md5')}\nSHA256: {digest(deb, 'sha256')}\n"
-        )
-    return "\n".join(stanzas)
-
-
 def release(dist: Path, suite: str, arch: str) -> str:
     files = sorted(p for p in dist.rglob("*") if p.is_file() and p.name == "Packages")
     lines = [
@@ -132,20 +91,6 @@ def release(dist: Path, suite: str, arch: str) -> str:
     for f in files:
         lines.append(f" {digest(f, 'sha256')} {f.stat().st_size} {f.relative_to(dist)}")
     return "\n".join(lines) + "\n"
-
-
-def sign(repo: Path, dist: Path) -> None:
-    with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "GNUPGHOME": home}
-
-        def gpg(*args, **kw):
-            return subprocess.run(["gpg", "--batch", "--quiet", *args], env=env,
-                                  check=True, capture_output=True, **kw)
-
-        gpg("--passphrase", "", "--quick-gen-key", "kokoro-deploy stand-in repository",
-            "ed25519", "sign", "never")
-        (repo / "gpg").write_bytes(gpg("--armor", "--export").stdout)
-        gpg("--yes", "--clearsign", "-o", str(dist / "InRelease"), str(dist / "Release"))
 
 
 def main() -> None:
@@ -168,7 +113,7 @@ def main() -> None:
     binary.mkdir(parents=True)
     (binary / "Packages").write_text(packages_index(debs, repo))
     (dist / "Release").write_text(release(dist, args.suite, args.arch))
-    sign(repo, dist)
+    sign(repo / "gpg", dist)
     print(repo)
 
 
