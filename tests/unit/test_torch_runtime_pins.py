@@ -41,11 +41,6 @@ def test_pinned_torch_has_a_wheel_table_and_blackwell_gets_the_manifest_flavour(
     assert plan["flavour"] == MANIFEST["torch_cuda_flavour_blackwell"]
 
 
-def test_pypi_flavour_table_covers_the_pinned_torch():
-    pypi = _yaml("roles/torch_runtime/vars/main.yml")["__torch_runtime_pypi_flavour"]
-    assert kg.torch_minor(MANIFEST["torch"]) in pypi
-
-
 def test_nvidia_driver_default_branch_is_the_manifest_branch():
     for vars_file in sorted((REPO / "roles" / "nvidia_driver" / "vars").glob("*.yml")):
         data = yaml.safe_load(vars_file.read_text())
