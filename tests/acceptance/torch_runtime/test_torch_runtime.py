@@ -2,8 +2,10 @@
 build without an NVIDIA GPU; on a GPU host one with kernels for every card, computing
 on each), and kokoro, misaki and soundfile import beside it.
 
-Runs from Molecule against test hosts and against real hosts (tests/acceptance/README.md).
-Set KOKORO_TORCH_VENV when the venv is not at the role's default path.
+The venv is opt-in (torch_runtime_enabled: true): run these checks against hosts that
+have it on. Runs from Molecule against test hosts and against real hosts
+(tests/acceptance/README.md). Set KOKORO_TORCH_VENV when the venv is not at the role's
+default path.
 """
 
 import json
@@ -22,7 +24,9 @@ def _nvidia_gpus(host) -> int:
 
 @pytest.fixture(scope="module")
 def report(host):
-    assert host.file(PY).exists, f"{PY} missing: run the torch_runtime role"
+    assert host.file(PY).exists, (
+        f"{PY} missing: run the torch_runtime role with torch_runtime_enabled: true "
+        "(it is off by default), or leave this host out of these checks")
     out = host.check_output(f"{PY} {VENV}/bin/kokoro-torch-check")
     return json.loads(out)
 
