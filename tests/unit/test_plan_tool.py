@@ -371,3 +371,31 @@ def test_a_32gb_card_gives_comfyui_its_useful_minimum(enabled):
     proc = run_tool("--card", "RTX 5090", "--services", enabled)
     assert proc.returncode == 0
     assert "Warnings:" not in proc.stdout
+
+
+# -------------------------------------------------------------------- the docs' table
+
+SETS = {
+    "Kokoro": (False, False),
+    "Kokoro + LLM": (True, False),
+    "Kokoro + ComfyUI": (False, True),
+    "Kokoro + LLM + ComfyUI": (True, True),
+}
+
+
+@pytest.mark.parametrize("doc", ["docs/planning.md", "roles/stack/README.md"])
+def test_the_docs_host_ram_table_is_the_planners(doc):
+    """Each row's MiB: the planner's ram_needed_mib for that set on a GPU host (a 5090, where
+    every set fits) and on a CPU host."""
+    rows = re.findall(r"^\| (Kokoro[^|]*?) \| ([^|]+) \| ([^|]+) \|$", (REPO / doc).read_text(),
+                      re.MULTILINE)
+    assert {name for name, _, _ in rows} == set(SETS), doc
+    for name, gpu_cell, cpu_cell in rows:
+        llm, comfyui = SETS[name]
+        on_gpu = planner([card(*RTX_5090)], services(llm=llm, comfyui=comfyui))
+        assert f"({on_gpu['ram_needed_mib']:,} MiB)" in gpu_cell, (doc, name)
+        if comfyui:
+            assert "needs a GPU" in cpu_cell
+        else:
+            on_cpu = planner([], services(llm=llm, comfyui=comfyui))
+            assert f"({on_cpu['ram_needed_mib']:,} MiB)" in cpu_cell, (doc, name)
