@@ -3,9 +3,11 @@ post-deploy VRAM report: pure functions over plain data.
 
 Role `stack` exposes them as Ansible filters (`kokoro_vram_*`): the preflight computes
 `plan_stack` from gpu_facts' cards and the manifest's `companions:` section and fails
-before touching the host when the enabled services do not fit; verify parses
-`nvidia-smi` and compares what each service holds with its plan (`vram_report`).
-tests/unit/test_vram_plan.py imports this file directly. Nothing here touches a host.
+before touching the host when the enabled services do not fit (and warns when ComfyUI
+fits below its useful minimum); verify parses `nvidia-smi` and compares what each
+service holds with its plan (`vram_report`). tools/plan.py makes the same plan for a
+named card with no host; tests/unit/test_vram_plan.py imports this file directly.
+Nothing here touches a host.
 
 Docker puts no VRAM limit on a container, so each service is held inside its share by
 its own knobs: Kokoro by its worker count, llama.cpp by -ngl, context size and KV cache
