@@ -14,11 +14,8 @@ timed "sandbox host" bash tests/testbed/sandbox.sh up
 # The tiny test model is no manifest artifact: put it where model_cache keeps models.
 docker exec kokoro-sandbox mkdir -p /opt/kokoro-deploy/models/llm
 docker cp .cache/llm/tiny-test.gguf kokoro-sandbox:/opt/kokoro-deploy/models/llm/tiny-test.gguf
-# torch_runtime is left out of the demo: the sandbox has no GPU, PyPI has no CPU build
-# of torch for Linux, and the host venv (1.5 GB, ~6 min) is for host-side use only;
-# the Kokoro server runs in its own image. Its Molecule scenario covers it.
-timed "site.yml" ansible-playbook -i inventory/sandbox/hosts.yml ansible/site.yml \
-  --skip-tags torch_runtime
+# torch_runtime stays off (its default): the Kokoro server runs torch in its own image.
+timed "site.yml" ansible-playbook -i inventory/sandbox/hosts.yml ansible/site.yml
 
 sentence="Kokoro speaks from your own machine."
 key=kokoro-sandbox-demo-key   # inventory/sandbox/group_vars/kokoro_hosts.yml

@@ -383,7 +383,7 @@ SETS = {
 }
 
 
-@pytest.mark.parametrize("doc", ["docs/planning.md", "roles/stack/README.md"])
+@pytest.mark.parametrize("doc", ["docs/planning.md", "roles/stack/README.md", "README.md"])
 def test_the_docs_host_ram_table_is_the_planners(doc):
     """Each row's MiB: the planner's ram_needed_mib for that set on a GPU host (a 5090, where
     every set fits) and on a CPU host."""

@@ -128,7 +128,8 @@ def test_an_explicit_source_is_kept_and_said_to_come_from_the_inventory():
 
 def test_ubuntus_archive_gives_the_open_server_driver_of_the_branch():
     ubuntu = yaml.safe_load((REPO / "roles/nvidia_driver/vars/Ubuntu.yml").read_text())
-    open_pkgs = [p.replace("{branch}", "580") for p in ubuntu["__nvidia_driver_distro_packages"]["open"]]
+    packages = ubuntu["__nvidia_driver_distro_packages"]["open"]
+    open_pkgs = [p.replace("{branch}", "580") for p in packages]
     assert open_pkgs[0] == "nvidia-driver-580-server-open"
     assert ubuntu["__nvidia_driver_distro_branch"] is None  # any branch: auto takes 580
     assert ubuntu["__nvidia_driver_nvidia_default_branch"] == 580
