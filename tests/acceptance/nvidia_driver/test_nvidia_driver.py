@@ -69,8 +69,10 @@ def test_kernel_modules_fit_the_cards(host, facts, branch):
     plan = kokoro_gpu.plan_driver(facts["compute_caps"], branch, decision["kernel_modules"])
     assert plan["ok"], plan["reason"]
     # ... and the kernel module package installed is of that flavour.
+    # Debian: nvidia-open-kernel-dkms; NVIDIA: nvidia-open-<branch>; Ubuntu:
+    # nvidia-driver-<branch>-server-open.
     open_pkg = host.package("nvidia-open-kernel-dkms").is_installed or any(
-        p.startswith("nvidia-open") for p in decision["packages"])
+        p.startswith("nvidia-open") or p.endswith("-open") for p in decision["packages"])
     proprietary_pkg = host.package("nvidia-kernel-dkms").is_installed or any(
         p.startswith("cuda-drivers") for p in decision["packages"])
     if decision["kernel_modules"] == "open":
@@ -92,7 +94,8 @@ def test_apt_prefers_the_pinned_branch(host, branch):
     # nvidia-smi comes with every source (from the distribution, or as a dependency of
     # NVIDIA's metapackages); the test bed's stand-in of NVIDIA's repository offers
     # nvidia-persistenced in two branches instead.
-    name = next(p for p in ("nvidia-smi", "nvidia-persistenced") if host.package(p).is_installed)
+    candidates = ("nvidia-smi", "nvidia-persistenced", *_decision(host)["packages"])
+    name = next(p for p in candidates if host.package(p).is_installed)
     policy = host.check_output(f"apt-cache policy {name}")
     installed = re.search(r"Installed: (\S+)", policy).group(1)
     assert installed.split(":")[-1].startswith(f"{branch}."), policy
