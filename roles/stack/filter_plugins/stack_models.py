@@ -1,0 +1,76 @@
+"""The model files each enabled service needs on the host, and where to get each one.
+
+The stack checks them before any image or container is touched (tasks/models.yml), so a
+missing GGUF is "llm: <path> is missing: <how to get it>" and not llama-server's
+"failed to load model" after `up --wait` has timed out. Kokoro is not listed: its server
+checks its own files against manifest.yml at start and names any that are wrong.
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+
+def _hint(source: dict | None, path: str) -> str:
+    if not source:
+        return "put the file there"
+    if source.get("type") == "huggingface":
+        revision = source.get("revision") or "main"
+        return (f"download {source['file']} from Hugging Face {source['repo']} "
+                f"(revision {revision}) to that path")
+    return f"fetch it from {source} to that path"
+
+
+def model_files(companions: dict, model_dir: str, llm: dict, comfyui: dict) -> list[dict]:
+    """[{service, path, sha256, hint}] for the enabled LLM and ComfyUI.
+
+    llm: {enabled, model (companion key), file (stack_llm_model_file, may be empty)};
+    comfyui: {enabled, model (companion key)}.
+    """
+    root = model_dir.rstrip("/")
+    files = []
+    if llm.get("enabled"):
+        if llm.get("file"):
+            files.append({"service": "llm", "path": f"{root}/llm/{llm['file']}", "sha256": None,
+                          "hint": "put the GGUF named by stack_llm_model_file there"})
+        else:
+            entry = (companions.get("llm") or {}).get(llm.get("model"))
+            if not entry:
+                raise AnsibleFilterError(
+                    f"stack_llm_model {llm.get('model')!r} is not a companion in manifest.yml; "
+                    "set it to one of " + ", ".join(companions.get("llm") or {}))
+            files.append({"service": "llm", "path": f"{root}/{entry['path']}",
+                          "sha256": entry.get("sha256"),
+                          "hint": _hint(entry.get("source"), entry["path"])})
+    if comfyui.get("enabled"):
+        entry = (companions.get("comfyui") or {}).get(comfyui.get("model"))
+        if not entry:
+            raise AnsibleFilterError(
+                f"stack_comfyui_model {comfyui.get('model')!r} is not a companion in "
+                "manifest.yml; set it to one of " + ", ".join(companions.get("comfyui") or {}))
+        for f in entry["files"]:
+            files.append({"service": "comfyui", "path": f"{root}/{f['path']}",
+                          "sha256": f.get("sha256"), "hint": _hint(f.get("source"), f["path"])})
+    return files
+
+
+def model_problems(files: list[dict], stats: list[dict]) -> list[str]:
+    """One line per file that is missing, empty or not the pinned file; stats are the
+    stat module's results, in the same order (checksum present where a digest is pinned)."""
+    problems = []
+    for f, st in zip(files, stats, strict=True):
+        if not st.get("exists"):
+            problems.append(f"{f['service']}: {f['path']} is missing: {f['hint']}")
+        elif not st.get("isreg") or not st.get("size"):
+            problems.append(f"{f['service']}: {f['path']} is empty or not a file: {f['hint']}")
+        elif f["sha256"] and st.get("checksum") != f["sha256"]:
+            problems.append(
+                f"{f['service']}: {f['path']} is not the pinned file (sha256 "
+                f"{st.get('checksum')}, manifest.yml says {f['sha256']}): {f['hint']}")
+    return problems
+
+
+class FilterModule:
+    def filters(self):
+        return {"kokoro_stack_model_files": model_files,
+                "kokoro_stack_model_problems": model_problems}
