@@ -55,3 +55,17 @@ def test_gpu_dockerfile_pins_a_torch_build_with_sm_120():
 def test_cpu_dockerfile_installs_no_torch():
     text = (HERE / "Dockerfile").read_text()
     assert '"/src[onnx]"' in text and "torch" not in text.replace("no torch", "")
+
+
+def test_gpu_dockerfile_torch_is_the_manifests():
+    """One source of truth: versions.torch in manifest.yml (torch_runtime and the
+    ComfyUI image are tied to it the same way)."""
+    import yaml
+
+    versions = yaml.safe_load((HERE.parents[1] / "manifest.yml").read_text())["versions"]
+    text = (HERE / "Dockerfile.gpu").read_text()
+    pinned = re.search(r"^ARG TORCH_VERSION=(\S+)$", text, re.M)
+    assert pinned, "Dockerfile.gpu has no ARG TORCH_VERSION default"
+    assert pinned.group(1) == str(versions["torch"]), (
+        f"Dockerfile.gpu pins torch {pinned.group(1)}, manifest.yml versions.torch is "
+        f"{versions['torch']}: change both together")
