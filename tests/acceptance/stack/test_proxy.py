@@ -306,11 +306,14 @@ def test_a_body_over_the_routes_limit_is_refused_with_413(host, env, keys, chunk
     # Kokoro's own limit is lower than the proxy's, and Kokoro refuses by Content-Length
     # or by counting as the proxy streams the body on: whichever limit answers first is
     # a race (CI saw Kokoro's), so either refusal counts; the route's limit itself is
-    # checked in the rendered Caddyfile (tests/unit/test_proxy_caddyfile.py).
+    # checked in the rendered Caddyfile (tests/unit/test_proxy_caddyfile.py). When both
+    # answer at once the client may get the 413 with its body cut off (CI saw that too):
+    # the status is the contract, a body that arrives must be one of the two.
     over = send(limit + 4096)
     assert over.get("status") == 413, over
-    assert json.loads(over["body"])["error"]["code"] in (
-        "request_too_large", "input_too_long"), over
+    if over["body"]:
+        assert json.loads(over["body"])["error"]["code"] in (
+            "request_too_large", "input_too_long"), over
     # Just under the proxy's limit the body reaches Kokoro, whose own limit is lower:
     # its 413 says why (the input is too long), not the proxy's.
     under = send(limit - 4096)
