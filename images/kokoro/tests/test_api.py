@@ -178,6 +178,49 @@ def test_a_chunked_body_over_the_limit_is_refused_as_its_bytes_arrive(client):
     assert_error(r, 413, "input_too_long")
 
 
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response with a Content-Length body: (head, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        assert more, f"closed before the head: {data!r}"
+        data += more
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        more = sock.recv(65536)
+        assert more, f"closed inside the body: {head!r} {body!r}"
+        body += more
+    return head, body
+
+
+@pytest.mark.parametrize("chunked_body", [False, True], ids=["content-length", "chunked"])
+def test_a_refused_body_is_read_to_its_end_and_the_connection_lives_on(
+        impatient_server, chunked_body):
+    """The 413 goes out before the body is read (it may be huge); the rest of the body
+    is then read and dropped, not left unread at close (the kernel would reset the
+    connection, and the reset can destroy the 413 on its way). The proxy relies on it:
+    it streams the body on while Kokoro's answer comes back. So the connection lives."""
+    payload = b'{"input": "' + b"a" * 250_000 + b'"}'
+    head = (b"POST /v1/audio/speech HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/json\r\n")
+    if chunked_body:
+        pieces = [payload[i:i + 16384] for i in range(0, len(payload), 16384)]
+        request = head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+            b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    else:
+        request = head + b"Content-Length: %d\r\n\r\n" % len(payload) + payload
+    with socket.create_connection(("127.0.0.1", impatient_server.settings.port)) as sock:
+        sock.settimeout(60)
+        sock.sendall(request)
+        status, body = read_response(sock)
+        assert status.startswith(b"HTTP/1.1 413 "), status
+        assert json.loads(body)["error"]["code"] == "input_too_long"
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        status, body = read_response(sock)
+        assert status.startswith(b"HTTP/1.1 200 "), (status, body)
+
+
 def test_a_chunked_body_within_the_limit_is_spoken(client):
     body = chunked(b'{"input": "Hi ', b'there.", "response_format": "pcm", "stream": false}')
     r = client.post("/v1/audio/speech", content=body,
