@@ -84,7 +84,16 @@ def plan_sources(artifacts, source="upstream", mirror_url="", overrides=None,
         )
     planned = []
     for a in artifacts:
-        choice = overrides.get(a["name"], source)
+        # Companions' mirror is an HF mirror (hf_endpoint): a plain mirror holds Kokoro's.
+        default = "upstream" if "companion" in a and source == "mirror" else source
+        choice = overrides.get(a["name"], default)
+        if not a["sha256"] and choice != "upstream":
+            raise PlanError(
+                f"{a['name']} ({a['path']}) has no sha256 in manifest.yml or the lock file, so "
+                f"a {choice if choice in SOURCES else 'URL'} copy cannot be checked: fetch it "
+                "once from Hugging Face (model_cache_source_overrides: {"
+                f"{a['name']}: upstream}}) so that its digest is locked, or pin it"
+            )
         entry = {
             "name": a["name"],
             "path": a["path"],
@@ -100,6 +109,14 @@ def plan_sources(artifacts, source="upstream", mirror_url="", overrides=None,
                 url=upstream_url(a, hf_endpoint),
                 huggingface=a["source"]["type"] == "huggingface",
             )
+            if "companion" in a:
+                # A companion's digest is pinned, locked, or learned from Hugging Face's
+                # metadata at the revision (model_cache_lock.py).
+                src = a["source"]
+                entry["hf"] = {"endpoint": hf_endpoint, "repo": src["repo"],
+                               "file": src["file"], "revision": src["revision"]}
+                if a.get("pinned_by") not in (None, "manifest.yml"):
+                    entry["lock"] = a["pinned_by"]
         elif choice == "mirror":
             if not mirror_url:
                 raise PlanError(

@@ -9,6 +9,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import time
 import urllib.error
@@ -44,7 +45,11 @@ options:
     required: true
   artifacts:
     description: The files, each a dict with C(path), C(sha256), optional C(size) and
-      C(url) or C(src).
+      C(url) or C(src). A Hugging Face file may carry C(hf) (C(endpoint), C(repo),
+      C(file), C(revision)); then C(sha256) may be null and is learned from the metadata
+      Hugging Face declares at that revision (trust on first use), and a pinned one is
+      checked against that metadata before a download. C(pinned_by) names where the
+      expected digest comes from, for the error messages.
     type: list
     elements: dict
     required: true
@@ -112,6 +117,11 @@ needed:
   description: Paths missing or wrong (state=verified), or still missing after errors.
   type: list
   returned: always
+learned:
+  description: What Hugging Face declared for each C(hf) file this run asked it about
+    (path, repo, file, revision, commit, size, sha256), for the controller's lock file.
+  type: list
+  returned: always
 bytes_downloaded:
   description: Bytes received over HTTP in this run.
   type: int
@@ -166,6 +176,56 @@ def following_redirects(open_once):
         raise FetchError(f"{url}: more than {MAX_REDIRECTS} redirects")
 
     return opener
+
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+def resolve_url(hf: dict, revision: str) -> str:
+    return f"{hf['endpoint'].rstrip('/')}/{hf['repo']}/resolve/{revision}/{hf['file']}"
+
+
+def _etag(value: str | None) -> str:
+    value = (value or "").strip()
+    return value[2:].strip('"') if value.startswith("W/") else value.strip('"')
+
+
+def hf_metadata(rel: str, hf: dict, *, head, headers: dict, timeout) -> dict:
+    """What Hugging Face declares for a file at a revision, read as huggingface_hub's
+    get_hf_file_metadata reads it: a HEAD on the resolve URL that follows relative
+    redirects (a renamed repository) but not the redirect to the CDN, whose response
+    carries X-Repo-Commit (the commit the revision resolved to), X-Linked-Etag (an LFS
+    file's sha256, quoted) and X-Linked-Size."""
+    url = resolve_url(hf, hf["revision"])
+    for _ in range(MAX_REDIRECTS + 1):
+        status, answer = head(url, headers, timeout)
+        location = answer.get("Location")
+        if status in REDIRECT_CODES and location and not urllib.parse.urlsplit(location).netloc:
+            url = urllib.parse.urljoin(url, location)
+            continue
+        break
+    else:
+        raise FetchError(f"{rel}: {url}: more than {MAX_REDIRECTS} redirects")
+    if status >= 400:
+        raise FetchError(
+            f"{rel}: Hugging Face answered HTTP {status} for {url}. Check the repository, "
+            "file and revision in manifest.yml, the endpoint (model_cache_huggingface_"
+            "endpoint) and any token it needs (model_cache_huggingface_token)."
+        )
+    commit = (answer.get("X-Repo-Commit") or "").strip()
+    sha = _etag(answer.get("X-Linked-Etag") or answer.get("ETag")).lower()
+    size = answer.get("X-Linked-Size") or answer.get("Content-Length")
+    if not HEX40.fullmatch(commit) or not HEX64.fullmatch(sha) or not str(size or "").isdigit():
+        raise FetchError(
+            f"{rel}: {url} declares no usable commit, LFS sha256 and size (X-Repo-Commit "
+            f"{commit or 'missing'}, X-Linked-Etag {sha or 'missing'}, X-Linked-Size "
+            f"{size or 'missing'}), so there is nothing to check the download against. Pin "
+            "the file's sha256 and a commit in manifest.yml's companions, or point "
+            "model_cache_huggingface_endpoint at a Hugging Face mirror that sends them."
+        )
+    return {"path": rel, "repo": hf["repo"], "file": hf["file"], "revision": hf["revision"],
+            "commit": commit, "size": int(size), "sha256": sha}
 
 
 def sha256_file(path: str, chunk: int = CHUNK) -> str:
@@ -250,7 +310,25 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def mismatch_message(rel, where, expected_sha, actual_sha, expected_size, actual_size):
+def mismatch_message(rel, where, expected_sha, actual_sha, expected_size, actual_size,
+                     pin=None):
+    if pin and pin.get("lock"):
+        return (
+            f"{rel}: {where} has sha256 {actual_sha} ({actual_size} bytes), but "
+            f"{pin['lock']} recorded sha256 {expected_sha} for {pin['repo']} {pin['file']} at "
+            f"revision {pin['revision']} when it was first fetched (trust on first use). The "
+            "file changed since it was locked; nothing was installed and the temporary file "
+            "was removed. If the new file is the one you want, delete its entry from the "
+            "lock file and run again; otherwise fix the source."
+        )
+    if pin and pin.get("declared"):
+        return (
+            f"{rel}: {where} has sha256 {actual_sha} ({actual_size} bytes), but Hugging Face "
+            f"declared sha256 {expected_sha} ({expected_size} bytes) for {pin['repo']} "
+            f"{pin['file']} at revision {pin['revision']} (commit {pin['commit']}). Nothing "
+            "was installed, the temporary file was removed and nothing was locked. Check "
+            "that model_cache_huggingface_endpoint serves Hugging Face's files unaltered."
+        )
     what = (
         f"size {actual_size} bytes, expected {expected_size}"
         if expected_size is not None and actual_size != expected_size
@@ -263,15 +341,16 @@ def mismatch_message(rel, where, expected_sha, actual_sha, expected_size, actual
     )
 
 
-def install(tmp, dest, rel, where, sha256, size, apply_attrs):
+def install(tmp, dest, rel, where, sha256, size, apply_attrs, pin=None):
     """Verify tmp and move it to dest; on a mismatch remove tmp and raise FetchError."""
     actual_size = os.path.getsize(tmp)
     actual = None
-    if size is None or actual_size == size:
+    # Against a lock or Hugging Face's word both digests are named, whatever the size.
+    if size is None or actual_size == size or pin:
         actual = sha256_file(tmp)
     if actual != sha256:
         os.remove(tmp)
-        raise FetchError(mismatch_message(rel, where, sha256, actual, size, actual_size))
+        raise FetchError(mismatch_message(rel, where, sha256, actual, size, actual_size, pin))
     apply_attrs(tmp)
     os.replace(tmp, dest)
     _fsync_dir(os.path.dirname(dest))
@@ -310,7 +389,8 @@ def _ids(owner, group):
     return uid, gid
 
 
-def run(params: dict, *, opener, check_mode: bool = False, sleep=time.sleep) -> dict:
+def run(params: dict, *, opener, head=None, check_mode: bool = False,
+        sleep=time.sleep) -> dict:
     """The module's work, free of AnsibleModule. Returns the result dict; errors are
     collected in result['errors'] after every other file has been handled."""
     root = os.path.abspath(params["dir"])
@@ -325,6 +405,7 @@ def run(params: dict, *, opener, check_mode: bool = False, sleep=time.sleep) -> 
         "resumed": [],
         "needed": [],
         "attributes_fixed": [],
+        "learned": [],
         "bytes_downloaded": 0,
         "errors": [],
     }
@@ -343,11 +424,39 @@ def run(params: dict, *, opener, check_mode: bool = False, sleep=time.sleep) -> 
         )
 
     for art in params["artifacts"]:
-        rel, sha, size = art["path"], art["sha256"].lower(), art.get("size")
+        rel, sha, size = art["path"], (art.get("sha256") or "").lower(), art.get("size")
+        url, hf, pin, meta = art.get("url"), art.get("hf"), None, None
         try:
             dest = _safe_join(root, rel)
+            if hf and not sha:
+                # Trust on first use: the digest Hugging Face declares at the revision,
+                # and the download from the commit that revision resolved to.
+                meta = hf_metadata(rel, hf, head=head, headers=request_headers(params, art),
+                                   timeout=params.get("timeout", 60))
+                sha, size, url = meta["sha256"], meta["size"], resolve_url(hf, meta["commit"])
+                pin = {"declared": True, **meta}
+            elif not sha:
+                raise FetchError(f"{rel}: no sha256 given and no Hugging Face source to learn it")
+            elif hf and art.get("lock"):
+                pin = {"lock": art["lock"], "repo": hf["repo"], "file": hf["file"],
+                       "revision": hf["revision"]}
             status, _ = file_status(dest, sha, size)
+            if status != "ok" and hf and not art.get("lock") and not verify_only and not meta:
+                # A digest pinned in manifest.yml must agree with what Hugging Face
+                # declares, checked before any byte is downloaded.
+                meta = hf_metadata(rel, hf, head=head, headers=request_headers(params, art),
+                                   timeout=params.get("timeout", 60))
+                if meta["sha256"] != sha:
+                    raise FetchError(
+                        f"{rel}: manifest.yml pins sha256 {sha}, but Hugging Face declares "
+                        f"{meta['sha256']} for {hf['repo']} {hf['file']} at revision "
+                        f"{hf['revision']} (commit {meta['commit']}). Nothing was downloaded. "
+                        "Pin the revision whose file has that digest, or correct the pin."
+                    )
+                url = resolve_url(hf, meta["commit"])
             if status == "ok":
+                if meta:
+                    result["learned"].append(meta)
                 if attrs_differ(dest):
                     result["changed"] = True
                     result["attributes_fixed"].append(rel)
@@ -365,16 +474,18 @@ def run(params: dict, *, opener, check_mode: bool = False, sleep=time.sleep) -> 
             if status != "missing":
                 os.remove(dest)  # wrong: never leave it where it looks valid
             ensure_dirs(dest, root, dir_mode)
-            if art.get("src") or (params.get("src_dir") and not art.get("url")):
+            if art.get("src") or (params.get("src_dir") and not url):
                 src = art.get("src") or os.path.join(params["src_dir"], rel)
                 _adopt(src, dest, rel, sha, size, apply_attrs)
-            elif art.get("url"):
-                _fetch(art["url"], dest, rel, sha, size, params, opener, result, apply_attrs,
-                       sleep, request_headers(params, art))
+            elif url:
+                _fetch(url, dest, rel, sha, size, params, opener, result, apply_attrs,
+                       sleep, request_headers(params, art), pin)
             else:
                 raise FetchError(f"{rel}: no url or src given for a missing file")
             result["fetched"].append(rel)
             result["needed"].remove(rel)
+            if meta:
+                result["learned"].append(meta)
         except FetchError as err:
             result["errors"].append(str(err))
         except OSError as err:
@@ -403,7 +514,8 @@ def request_headers(params: dict, art: dict) -> dict:
     return headers
 
 
-def _fetch(url, dest, rel, sha, size, params, opener, result, apply_attrs, sleep, headers):
+def _fetch(url, dest, rel, sha, size, params, opener, result, apply_attrs, sleep, headers,
+           pin=None):
     tmp = part_path(dest)
     retries = max(1, int(params.get("retries", 3)))
     fresh_retry_done = False
@@ -443,7 +555,7 @@ def _fetch(url, dest, rel, sha, size, params, opener, result, apply_attrs, sleep
         if offset:
             result["resumed"].append({"path": rel, "from": offset})
         try:
-            install(tmp, dest, rel, url, sha, size, apply_attrs)
+            install(tmp, dest, rel, url, sha, size, apply_attrs, pin)
             return
         except FetchError:
             # A resumed file may be a prefix of another version: fetch it once whole.
@@ -485,11 +597,20 @@ def main():
 
     opener = following_redirects(open_once)
 
+    def head(url, headers, timeout):
+        try:
+            resp = open_url(url, method="HEAD", headers=headers, timeout=timeout,
+                            validate_certs=p["validate_certs"], follow_redirects="none")
+            return resp.getcode(), resp.headers
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers
+
     for art in p["artifacts"]:
-        missing = {"path", "sha256"} - set(art)
+        missing = {"path"} | ({"sha256"} if not art.get("hf") else set())
+        missing -= {k for k in art if art[k] is not None}
         if missing:
             module.fail_json(msg=f"artifact {art!r} lacks {', '.join(sorted(missing))}")
-    result = run(p, opener=opener, check_mode=module.check_mode)
+    result = run(p, opener=opener, head=head, check_mode=module.check_mode)
     errors = result.pop("errors")
     if errors:
         module.fail_json(msg=" | ".join(errors), errors=errors, **result)
