@@ -199,7 +199,14 @@ def hf_metadata(rel: str, hf: dict, *, head, headers: dict, timeout) -> dict:
     file's sha256, quoted) and X-Linked-Size."""
     url = resolve_url(hf, hf["revision"])
     for _ in range(MAX_REDIRECTS + 1):
-        status, answer = head(url, headers, timeout)
+        try:
+            status, answer = head(url, headers, timeout)
+        except (urllib.error.URLError, OSError) as err:
+            raise FetchError(
+                f"{rel}: could not ask Hugging Face for the file's digest at {url} ({err}). "
+                "Check that the host reaches model_cache_huggingface_endpoint (proxy, "
+                "mirror), or pin the file's sha256 in manifest.yml or the lock file."
+            ) from None
         location = answer.get("Location")
         if status in REDIRECT_CODES and location and not urllib.parse.urlsplit(location).netloc:
             url = urllib.parse.urljoin(url, location)
