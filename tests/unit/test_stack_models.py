@@ -77,3 +77,42 @@ def test_each_missing_empty_or_wrong_file_is_named_with_how_to_get_it():
         f"comfyui: /m/comfyui/x.safetensors is not the pinned file (sha256 {'00' * 32}, "
         f"manifest.yml says {'ab' * 32}): get x",
     ]
+
+
+LOCKED_SHA, COMMIT = "d" * 64, "e" * 40
+
+
+def _lock_for(entry):
+    src = entry["source"]
+    return {"schema_version": 1, "files": {entry["path"]: {
+        "repo": src["repo"], "file": src["file"], "revision": "main", "commit": COMMIT,
+        "size": 5, "sha256": LOCKED_SHA}}}
+
+
+def test_an_unpinned_companion_is_held_to_the_digest_model_cache_locked():
+    entry = COMPANIONS["llm"]["qwen3-8b-q4_k_m"]
+    assert entry["sha256"] is None  # trust on first use: the lock has the digest
+    llm = {"enabled": True, "model": "qwen3-8b-q4_k_m", "file": ""}
+    (f,) = sm.model_files(COMPANIONS, MODELS, llm, OFF, _lock_for(entry), "inv/models.lock.yml")
+    assert (f["sha256"], f["pinned_by"]) == (LOCKED_SHA, "inv/models.lock.yml")
+    (problem,) = sm.model_problems([f], [{"exists": True, "isreg": True, "size": 5,
+                                          "checksum": "f" * 64}])
+    assert "inv/models.lock.yml says " + LOCKED_SHA in problem and "f" * 64 in problem
+
+
+def test_a_manifest_pin_wins_over_the_lock_in_the_stacks_check():
+    companions = yaml.safe_load((REPO / "manifest.yml").read_text())["companions"]
+    entry = companions["llm"]["qwen3-8b-q4_k_m"]
+    entry["sha256"] = "a" * 64
+    (f,) = sm.model_files(companions, MODELS, {"enabled": True, "model": "qwen3-8b-q4_k_m",
+                                               "file": ""}, OFF, _lock_for(entry))
+    assert (f["sha256"], f["pinned_by"]) == ("a" * 64, "manifest.yml")
+
+
+def test_a_malformed_lock_stops_the_stacks_check_naming_it():
+    entry = COMPANIONS["llm"]["qwen3-8b-q4_k_m"]
+    bad = _lock_for(entry)
+    bad["files"][entry["path"]]["commit"] = "main"
+    with pytest.raises(AnsibleFilterError, match="lacks a valid commit"):
+        sm.model_files(COMPANIONS, MODELS, {"enabled": True, "model": "qwen3-8b-q4_k_m",
+                                            "file": ""}, OFF, bad)

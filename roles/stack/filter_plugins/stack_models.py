@@ -8,7 +8,29 @@ checks its own files against manifest.yml at start and names any that are wrong.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from ansible.errors import AnsibleFilterError
+
+# The lock is read as model_cache reads it (one home for its format).
+_LOCK = (Path(__file__).resolve().parents[2] / "model_cache" / "filter_plugins"
+         / "model_cache_lock.py")
+_spec = importlib.util.spec_from_file_location("kokoro_model_cache_lock", _LOCK)
+_lock = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_lock)
+
+
+def _digest(f: dict, locked: dict, lock_path: str) -> tuple[str | None, str]:
+    """The sha256 a companion file must have and who says so: manifest.yml's pin, else
+    the lock's entry for the same repository file, else none (not fetched yet)."""
+    if f.get("sha256"):
+        return f["sha256"], "manifest.yml"
+    entry = locked.get(f["path"])
+    src = f.get("source") or {}
+    if entry and (entry["repo"], entry["file"]) == (src.get("repo"), src.get("file")):
+        return entry["sha256"], lock_path
+    return None, ""
 
 
 def _hint(source: dict | None, path: str) -> str:
@@ -16,17 +38,24 @@ def _hint(source: dict | None, path: str) -> str:
         return "put the file there"
     if source.get("type") == "huggingface":
         revision = source.get("revision") or "main"
-        return (f"download {source['file']} from Hugging Face {source['repo']} "
-                f"(revision {revision}) to that path")
+        return (f"run site.yml's models stage (model_cache fetches it when the stack "
+                f"enables it), or download {source['file']} from Hugging Face "
+                f"{source['repo']} (revision {revision}) to that path")
     return f"fetch it from {source} to that path"
 
 
-def model_files(companions: dict, model_dir: str, llm: dict, comfyui: dict) -> list[dict]:
-    """[{service, path, sha256, hint}] for the enabled LLM and ComfyUI.
+def model_files(companions: dict, model_dir: str, llm: dict, comfyui: dict,
+                lock: dict | None = None, lock_path: str = "the lock file") -> list[dict]:
+    """[{service, path, sha256, pinned_by, hint}] for the enabled LLM and ComfyUI.
 
     llm: {enabled, model (companion key), file (stack_llm_model_file, may be empty)};
-    comfyui: {enabled, model (companion key)}.
+    comfyui: {enabled, model (companion key)}; lock: model_cache's lock file (the digests
+    Hugging Face declared on first use), used where manifest.yml pins none.
     """
+    try:
+        locked = _lock.lock_files(lock, lock_path)
+    except _lock.LockError as err:
+        raise AnsibleFilterError(str(err)) from None
     root = model_dir.rstrip("/")
     files = []
     if llm.get("enabled"):
@@ -39,8 +68,9 @@ def model_files(companions: dict, model_dir: str, llm: dict, comfyui: dict) -> l
                 raise AnsibleFilterError(
                     f"stack_llm_model {llm.get('model')!r} is not a companion in manifest.yml; "
                     "set it to one of " + ", ".join(companions.get("llm") or {}))
+            sha, by = _digest(entry, locked, lock_path)
             files.append({"service": "llm", "path": f"{root}/{entry['path']}",
-                          "sha256": entry.get("sha256"),
+                          "sha256": sha, "pinned_by": by,
                           "hint": _hint(entry.get("source"), entry["path"])})
     if comfyui.get("enabled"):
         entry = (companions.get("comfyui") or {}).get(comfyui.get("model"))
@@ -49,8 +79,10 @@ def model_files(companions: dict, model_dir: str, llm: dict, comfyui: dict) -> l
                 f"stack_comfyui_model {comfyui.get('model')!r} is not a companion in "
                 "manifest.yml; set it to one of " + ", ".join(companions.get("comfyui") or {}))
         for f in entry["files"]:
+            sha, by = _digest(f, locked, lock_path)
             files.append({"service": "comfyui", "path": f"{root}/{f['path']}",
-                          "sha256": f.get("sha256"), "hint": _hint(f.get("source"), f["path"])})
+                          "sha256": sha, "pinned_by": by,
+                          "hint": _hint(f.get("source"), f["path"])})
     return files
 
 
@@ -66,7 +98,8 @@ def model_problems(files: list[dict], stats: list[dict]) -> list[str]:
         elif f["sha256"] and st.get("checksum") != f["sha256"]:
             problems.append(
                 f"{f['service']}: {f['path']} is not the pinned file (sha256 "
-                f"{st.get('checksum')}, manifest.yml says {f['sha256']}): {f['hint']}")
+                f"{st.get('checksum')}, {f.get('pinned_by') or 'manifest.yml'} says "
+                f"{f['sha256']}): {f['hint']}")
     return problems
 
 
