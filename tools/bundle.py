@@ -59,6 +59,8 @@ BUNDLE_FORMAT = 1
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = ROOT / "manifest.yml"
 PLAN_PLUGIN = ROOT / "roles" / "model_cache" / "filter_plugins" / "model_cache.py"
+# Companion models and the lock of digests learned on first use, read as the role reads them.
+LOCK_PLUGIN = ROOT / "roles" / "model_cache" / "filter_plugins" / "model_cache_lock.py"
 NAME_PREFIX = "kokoro-deploy-bundle-"
 CHUNK = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -163,6 +165,45 @@ def load_plan_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_lock_module():
+    spec = importlib.util.spec_from_file_location("model_cache_lock", LOCK_PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_lock(path: str | None) -> dict:
+    """The model_cache lock file (models.lock.yml), or {} when none is given."""
+    if not path:
+        return {}
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise BundleError(f"cannot read the lock file {path}: {err}") from None
+
+
+def companions(manifest: dict, names: list[str], lock_path: str | None) -> list[dict]:
+    """The named companions' files, each with the sha256 manifest.yml pins or, failing
+    that, the one the lock recorded on first use; one with neither is an error."""
+    if not names:
+        return []
+    lk = load_lock_module()
+    try:
+        arts = lk.companion_artifacts(manifest, names, read_lock(lock_path),
+                                      str(lock_path or "the lock file"))
+    except lk.LockError as err:
+        raise BundleError(f"companions: {err}") from None
+    for a in arts:
+        if not a["sha256"]:
+            raise BundleError(
+                f"companion file {a['path']} ({a['name']}) has no sha256 in manifest.yml "
+                f"{'or in ' + str(lock_path) if lock_path else 'and no --lock was given'}: "
+                "run site.yml's models stage once against Hugging Face so that "
+                "models.lock.yml records it (trust on first use) and pass --lock, or pin it"
+            )
+    return arts
 
 
 def read_docker_archive(fileobj: BinaryIO) -> dict:
@@ -704,6 +745,7 @@ def build(args: argparse.Namespace) -> Path:
         "voices": args.voices,
         "groups": args.groups,
         "artifacts": args.artifacts,
+        "companions": args.companions,
     }
     artifacts = []
     if not args.no_models:
@@ -713,6 +755,7 @@ def build(args: argparse.Namespace) -> Path:
             )
         except plan.PlanError as err:
             raise BundleError(f"model selection: {err}") from None
+        artifacts += companions(manifest, args.companions, args.lock)
     for a in artifacts:
         if not a.get("sha256"):
             raise BundleError(f"manifest.yml pins no sha256 for {a['name']}; pin one first")
@@ -765,9 +808,11 @@ def build(args: argparse.Namespace) -> Path:
             digest, size = sha256_file(path)
             if digest != a["sha256"]:
                 raise BundleError(
-                    f"digest mismatch for {a['path']} from {source.label}: manifest.yml pins "
-                    f"sha256 {a['sha256']}, the file has {digest}: replace the file with the "
-                    "pinned one (make testbed rebuilds .cache/mirror) or fix the pin"
+                    f"digest mismatch for {a['path']} from {source.label}: "
+                    f"{a.get('pinned_by') or 'manifest.yml'} pins sha256 {a['sha256']}"
+                    f"{' at revision ' + a['source']['revision'] if 'companion' in a else ''}, "
+                    f"the file has {digest}: replace the file with the pinned one (make "
+                    "testbed rebuilds .cache/mirror) or fix the pin"
                 )
             if a.get("size") is not None and size != a["size"]:
                 raise BundleError(
@@ -977,7 +1022,8 @@ def collect_folder(path: Path) -> Collected:
     return c
 
 
-def check(c: Collected, manifest_path: Path | None) -> tuple[list[str], dict | None]:
+def check(c: Collected, manifest_path: Path | None,
+          lock_path: Path | None = None) -> tuple[list[str], dict | None]:
     problems = list(c.problems)
     if "SHA256SUMS" not in c.texts:
         return [*problems, "SHA256SUMS is missing: this is not a complete bundle"], None
@@ -1063,15 +1109,28 @@ def check(c: Collected, manifest_path: Path | None) -> tuple[list[str], dict | N
         problems.append(f"{rel}: in the bundle but not described in bundle.json")
 
     if manifest_path is not None:
-        pins = {
-            a["name"]: a["sha256"] for a in yaml.safe_load(manifest_path.read_text())["artifacts"]
-        }
+        manifest = yaml.safe_load(manifest_path.read_text())
+        pins = {a["name"]: a["sha256"] for a in manifest["artifacts"]}
+        # Companions: manifest.yml's pin, else the lock's digest (trust on first use).
+        lk = load_lock_module()
+        companion_names = lk.companion_names(manifest.get("companions"))
+        try:
+            comp = lk.companion_artifacts(manifest, companion_names, read_lock(lock_path),
+                                          str(lock_path))
+        except lk.LockError as err:
+            return [*problems, f"companions: {err}"], info
+        pins.update({a["name"]: a["sha256"] for a in comp})
         for a in models.get("artifacts", []):
-            if pins.get(a["name"]) != a["sha256"]:
+            if pins.get(a["name"]) is None and "/" in a["name"]:
+                problems.append(
+                    f"models/{a['path']}: neither {manifest_path} nor a lock file pins "
+                    f"companion {a['name']}: give the models.lock.yml it was built with (--lock)"
+                )
+            elif pins.get(a["name"]) != a["sha256"]:
                 problems.append(
                     f"models/{a['path']}: {manifest_path} pins {a['name']} to "
                     f"{pins.get(a['name'])}, the bundle carries {a['sha256']} (built from "
-                    "another manifest revision)"
+                    "another manifest revision or lock file)"
                 )
     return problems, info
 
@@ -1112,7 +1171,8 @@ def verify(args: argparse.Namespace) -> int:
         c = collect_archive(path)
     else:
         raise BundleError(f"{path} does not exist: give the bundle archive or its unpacked folder")
-    problems, info = check(c, Path(args.manifest) if args.manifest else None)
+    problems, info = check(c, Path(args.manifest) if args.manifest else None,
+                           Path(args.lock) if args.lock else None)
     if problems:
         for p in problems:
             print(f"FAIL {p}", file=sys.stderr)
@@ -1202,6 +1262,20 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="extra manifest artifacts by name",
     )
+    m.add_argument(
+        "--companions",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="companion models, e.g. llm/qwen3-8b-q4_k_m comfyui/qwen-image-fp8 (their "
+        "sha256 from manifest.yml or --lock)",
+    )
+    m.add_argument(
+        "--lock",
+        metavar="FILE",
+        help="model_cache's models.lock.yml: the digests learned on first use for "
+        "companion files that manifest.yml pins none for",
+    )
     m.add_argument("--no-models", action="store_true", help="bundle no model files")
     m.add_argument(
         "--manifest",
@@ -1287,6 +1361,8 @@ def parser() -> argparse.ArgumentParser:
     )
     v.add_argument("bundle", help="the .tar/.tar.gz/.tar.zst, or the unpacked bundle folder")
     v.add_argument("--manifest", help="also check the model pins against this manifest.yml")
+    v.add_argument("--lock", help="with --manifest: model_cache's models.lock.yml, for the "
+                   "companion files manifest.yml pins no sha256 for (trust on first use)")
     v.set_defaults(func=verify)
     return p
 

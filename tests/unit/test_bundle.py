@@ -532,3 +532,59 @@ def test_an_unknown_package_fails_naming_it_and_leaves_nothing(tmp_path, debs_im
     assert "Unable to locate package kokoro-deploy-no-such-package" in err
     assert nothing_in(out)
     assert docker("ps", "-aq", "--filter", "name=kokoro-deploy-bundle-debs-").stdout.strip() == b""
+
+
+# ------------------------------------------------ companion models, held to the lock
+
+def _companion_src(tmp_path):
+    """The tiny GGUF standing in for Qwen3 in the cache's layout, and a lock file that
+    records its digest as model_cache would after a first fetch."""
+    sys.path.insert(0, str(ROOT / "tests" / "testbed"))
+    import tiny_gguf
+
+    src = tmp_path / "models"
+    path = MANIFEST_DATA["companions"]["llm"]["qwen3-8b-q4_k_m"]["path"]
+    size, sha = tiny_gguf.write(src / path)
+    lock = tmp_path / "models.lock.yml"
+    lock.write_text(yaml.safe_dump({"schema_version": 1, "files": {path: {
+        "repo": "Qwen/Qwen3-8B-GGUF", "file": "Qwen3-8B-Q4_K_M.gguf", "revision": "main",
+        "commit": "1" * 40, "size": size, "sha256": sha}}}))
+    return src, lock, path, sha
+
+
+MANIFEST_DATA = yaml.safe_load(MANIFEST.read_text())
+COMPANION = ["--engines", "--voices", "--companions", "llm/qwen3-8b-q4_k_m"]
+
+
+def test_a_companion_is_bundled_and_verified_against_the_lock(tmp_path, capsys):
+    src, lock, path, sha = _companion_src(tmp_path)
+    out = tmp_path / "dist"
+    assert build(out, "--models-from", str(src), "--lock", str(lock), "--label", "c",
+                 *COMPANION) == 0
+    archive = only_bundle(out)
+    assert bundle.main(["verify", str(archive), "--manifest", str(MANIFEST),
+                        "--lock", str(lock)]) == 0
+    top = extract(archive, tmp_path / "x")
+    assert f"{sha}  models/{path}" in model_sums(top)
+    # Verified against another lock (another first fetch), the bundle is refused.
+    other = tmp_path / "other.lock.yml"
+    other.write_text(lock.read_text().replace(sha, "2" * 64))
+    capsys.readouterr()
+    assert bundle.main(["verify", str(archive), "--manifest", str(MANIFEST),
+                        "--lock", str(other)]) == 1
+    assert "2" * 64 in capsys.readouterr().err
+    assert bundle.main(["verify", str(archive), "--manifest", str(MANIFEST)]) == 1
+    assert "--lock" in capsys.readouterr().err
+
+
+def test_an_unlocked_companion_or_a_changed_file_is_refused_leaving_nothing(tmp_path, capsys):
+    src, lock, path, sha = _companion_src(tmp_path)
+    out = tmp_path / "dist"
+    assert build(out, "--models-from", str(src), *COMPANION) == 2
+    assert "no --lock was given" in capsys.readouterr().err and nothing_in(out)
+    target = src / path
+    target.write_bytes(target.read_bytes() + b"changed")
+    assert build(out, "--models-from", str(src), "--lock", str(lock), *COMPANION) == 2
+    err = capsys.readouterr().err
+    assert str(lock) in err and sha in err and "revision " + "1" * 40 in err
+    assert nothing_in(out)
