@@ -69,3 +69,16 @@ def test_gpu_dockerfile_torch_is_the_manifests():
     assert pinned.group(1) == str(versions["torch"]), (
         f"Dockerfile.gpu pins torch {pinned.group(1)}, manifest.yml versions.torch is "
         f"{versions['torch']}: change both together")
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_spacys_english_model_comes_from_its_release_checked_by_the_manifest(path):
+    """English without en_core_web_sm is the reduced G2P: every image takes the model by
+    default, from the URL and digest manifest.yml pins (pip checks `#sha256=`)."""
+    import yaml
+
+    manifest = yaml.safe_load((HERE.parents[1] / "manifest.yml").read_text())
+    model = next(a for a in manifest["artifacts"] if a["name"] == "spacy-en_core_web_sm")
+    default = re.search(r"^ARG SPACY_MODEL_WHEEL=(\S+)$", path.read_text(), re.M)
+    assert default, f"{path.name} has no ARG SPACY_MODEL_WHEEL default"
+    assert default.group(1) == f"{model['source']['url']}#sha256={model['sha256']}"

@@ -12,7 +12,7 @@ from kokoro_server.text.chunking import (
     split_sentences,
 )
 from kokoro_server.text.clean import clean_input, has_speakable
-from kokoro_server.text.g2p import Phonemizer, normalize_lang
+from kokoro_server.text.g2p import Phonemizer, normalize_lang, reduced_english_warning
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +140,16 @@ def test_espeak_words_pair_with_their_phonemes_by_spaces(g2p):
     ps, words = g2p.align("Hola amigo mío", "e")
     assert [w.text for w in words] == ["Hola", "amigo", "mío"]
     assert " ".join(ps[w.start:w.end] for w in words) == ps
+
+
+@pytest.mark.parametrize("requested,mode,warned", [
+    ("auto", "lite", True),    # the model is missing and nobody chose that: say so
+    ("auto", "full", False),
+    ("full", "full", False),
+    ("lite", "lite", False),   # chosen knowingly
+])
+def test_english_without_spacys_model_is_announced_at_start(requested, mode, warned):
+    warning = reduced_english_warning(requested, mode)
+    assert (warning is not None) == warned
+    if warned:
+        assert "en_core_web_sm" in warning and "KOKORO_ENGLISH_G2P=lite" in warning

@@ -22,7 +22,7 @@ from .errors import ApiError, StartupError
 from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings, SettingsError
-from .text.g2p import Phonemizer
+from .text.g2p import Phonemizer, reduced_english_warning
 from .text_work import TextWork
 from .voices import VoiceStore
 
@@ -51,6 +51,9 @@ def load(state: AppState) -> None:
     state.voices = VoiceStore.from_files(found.voices)
     state.engine = load_engine(s, found)
     state.phonemizer = Phonemizer(s.english_g2p)
+    warning = reduced_english_warning(s.english_g2p, state.phonemizer.english)
+    if warning:
+        log.warning(warning)
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
                                 workers=s.workers, max_queue=s.max_queue,
                                 batch_tokens=s.batch_tokens)

@@ -58,6 +58,17 @@ def english_mode(requested: str = "auto") -> str:
     return "full" if spacy.util.is_package("en_core_web_sm") else "lite"
 
 
+def reduced_english_warning(requested: str, mode: str) -> str | None:
+    """The start-up warning for English in the reduced mode nobody asked for: without
+    it, only /health tells (a word's part of speech picks its reading: "read", "live")."""
+    if mode != "lite" or requested == "lite":
+        return None
+    return ("English (a, b) runs in its reduced G2P: spaCy's en_core_web_sm is not "
+            "installed, so words read by part of speech may be misread. The kit's images "
+            "install it (build argument SPACY_MODEL_WHEEL); set KOKORO_ENGLISH_G2P=lite "
+            "to run without it knowingly.")
+
+
 def _rule_tagger(doc):
     """Tags for punctuation and numbers: all misaki's lexicon needs tags for, short of
     a statistical tagger."""
