@@ -1,5 +1,6 @@
 """The model cache as the services need it: every file the cache index lists is there,
-read-only, with the size and sha256 that the repository's manifest pins, and nothing
+read-only, with the size and sha256 that the repository's manifest pins (a companion
+model's: the manifest's, else the controller's lock, MODEL_CACHE_LOCK), and nothing
 half-written (no temporary or staging files) is left.
 
 Runs from Molecule against test hosts, and against real hosts as part of the acceptance
@@ -15,7 +16,11 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
-MANIFEST = {a["path"]: a for a in yaml.safe_load((REPO / "manifest.yml").read_text())["artifacts"]}
+_MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
+MANIFEST = {a["path"]: a for a in _MANIFEST["artifacts"]}
+# Companion files: manifest.yml's pin, else the controller's lock (trust on first use).
+COMPANIONS = {f["path"]: f for svc in (_MANIFEST.get("companions") or {}).values()
+              for m in svc.values() for f in m.get("files", [m])}
 DEFAULTS = yaml.safe_load((REPO / "roles/model_cache/defaults/main.yml").read_text())
 
 
@@ -38,8 +43,29 @@ def index(host, cache_dir):
     return data["artifacts"]
 
 
-def test_model_cache_index_matches_the_manifest(index):
+@pytest.fixture(scope="module")
+def lock(host):
+    """The companions' lock on the controller: MODEL_CACHE_LOCK, else the inventory's
+    model_cache_lock_path; empty where there is none."""
+    path = os.environ.get("MODEL_CACHE_LOCK")
+    if not path:
+        try:
+            path = host.ansible.get_variables().get("model_cache_lock_path")
+        except (AttributeError, RuntimeError):
+            path = None
+    if not path or not Path(path).is_file():
+        return {}
+    return (yaml.safe_load(Path(path).read_text()) or {}).get("files") or {}
+
+
+def test_model_cache_index_matches_the_manifest(index, lock):
     for entry in index:
+        path = entry["path"]
+        if path in COMPANIONS:
+            want = COMPANIONS[path].get("sha256") or lock.get(path, {}).get("sha256")
+            assert want, f"{path}: neither manifest.yml nor the lock (MODEL_CACHE_LOCK) pins it"
+            assert entry["sha256"] == want, f"{path}: index has {entry['sha256']}, pinned {want}"
+            continue
         pinned = MANIFEST.get(entry["path"])
         assert pinned, f"{entry['path']} is cached but not in manifest.yml"
         assert entry["sha256"] == pinned["sha256"], f"{entry['path']}: stale pin in the index"
