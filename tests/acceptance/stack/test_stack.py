@@ -88,6 +88,22 @@ def test_services_run_confined(host, containers):
             assert host_config.get("ReadonlyRootfs"), f"{name}: root filesystem is writable"
 
 
+def test_images_built_on_the_host_are_named_by_their_recipe(host, containers):
+    """stack_images_source=build: every service runs the image its recipe built on this
+    host, tagged <name>-<recipe digest>, the digest also in the image's own label."""
+    # The scenario says how its images came (playbooks such as airgap.yml set it as a
+    # play variable, which the inventory does not show).
+    source = os.environ.get("KOKORO_IMAGES_SOURCE", "unknown")
+    if source != "build":
+        pytest.skip(f"KOKORO_IMAGES_SOURCE is {source}: the images were not built here")
+    for name, c in containers.items():
+        tag = c["Config"]["Image"]
+        labels = json.loads(host.check_output(
+            "docker image inspect --format '{{json .Config.Labels}}' %s", tag)) or {}
+        recipe = labels.get("org.kokoro-deploy.recipe", "")
+        assert len(recipe) == 16 and tag.endswith("-" + recipe), (name, tag, labels)
+
+
 def test_models_are_mounted_read_only(host, containers):
     for name, c in containers.items():
         if name not in MODEL_MOUNTS:
