@@ -29,8 +29,9 @@ def context_of(variant: str) -> list[str]:
     context = RECIPES[variant]["context"]
     if context == "{{ __stack_kokoro_context }}":
         context = VARS["__stack_kokoro_context"]
+    version = MANIFEST["versions"]["llama_cpp_python"]
     sdist = VARS["__stack_llm_sdist"].replace(
-        "{{ __stack_manifest_versions.llama_cpp_python }}", MANIFEST["versions"]["llama_cpp_python"])
+        "{{ __stack_manifest_versions.llama_cpp_python }}", version)
     return [sdist if c == "{{ __stack_llm_sdist }}" else c for c in context]
 
 
