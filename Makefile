@@ -50,10 +50,10 @@ bundle: images  ## One archive for air-gapped hosts (models, images, Debian pack
 	python tools/bundle.py build --models-from .cache/mirror --images kokoro-deploy/kokoro:cpu kokoro-deploy/llm:cpu kokoro-deploy/proxy:latest --debs roles --debs-image $(KOKORO_DEPLOY_BASE_IMAGE) --compose-plugin /usr/local/lib/docker/cli-plugins/docker-compose --out dist/ $(BUNDLE_ARGS)
 
 image-cpu: testbed  ## Build the Kokoro CPU image (ONNX engine, no torch).
-	docker build -f images/kokoro/Dockerfile -t kokoro-deploy/kokoro:cpu .
+	docker build -f images/kokoro/Dockerfile --target cpu -t kokoro-deploy/kokoro:cpu .
 
 image-gpu: testbed  ## Build the Kokoro GPU image (torch cu128, ~3.5 GB of wheels).
-	docker build -f images/kokoro/Dockerfile.gpu -t kokoro-deploy/kokoro:gpu .
+	docker build -f images/kokoro/Dockerfile --target gpu -t kokoro-deploy/kokoro:gpu .
 
 demo: testbed  ## Converge site.yml on a local sandbox host and show how to use it.
 	bash tests/testbed/demo.sh

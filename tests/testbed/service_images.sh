@@ -2,7 +2,7 @@
 # Build the service images that the `stack` Molecule scenario and `make demo` load into
 # their test hosts, on the local base image (no registry is reachable), and save each
 # as a tarball for `docker load`:
-#   kokoro-deploy/kokoro:cpu  images/kokoro/Dockerfile  -> .cache/images/kokoro-deploy_kokoro_cpu.tar
+#   kokoro-deploy/kokoro:cpu  images/kokoro/Dockerfile (target cpu) -> .cache/images/kokoro-deploy_kokoro_cpu.tar
 #   kokoro-deploy/llm:cpu     images/llm/Dockerfile     -> .cache/images/kokoro-deploy_llm_cpu.tar
 #   kokoro-deploy/proxy:latest images/proxy/Dockerfile  -> .cache/images/kokoro-deploy_proxy_latest.tar
 # (named after the image with / and : as _, as roles/stack's stack_images_source=load
@@ -90,7 +90,7 @@ kokoro() {
   for whl in "$root"/.cache/wheels/en_core_web_sm-*.whl; do cp "$whl" "$ctx/images/kokoro/wheels/"; done
   # The model is in wheels/ (made above): not from its release, which is out of reach.
   timed "image kokoro:cpu" build "$tag" "$ctx" "$ctx/images/kokoro/Dockerfile" \
-    --build-arg SPACY_MODEL_WHEEL=
+    --target cpu --build-arg SPACY_MODEL_WHEEL=
   timed "save kokoro:cpu" save "$tag"
 }
 

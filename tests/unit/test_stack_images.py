@@ -59,7 +59,7 @@ def test_the_same_recipe_gives_the_same_digest_and_caches_are_not_part_of_it(kit
     assert re.fullmatch(r"[0-9a-f]{16}", first["hash"])
 
 
-@pytest.mark.parametrize("change", ["content", "new file", "argument", "dockerfile"])
+@pytest.mark.parametrize("change", ["content", "new file", "argument", "dockerfile", "target"])
 def test_any_change_to_the_recipe_changes_the_digest(kit, change):
     before = images.stack_image_recipe(SPEC, str(kit), {"A": "1"})["hash"]
     spec, args = SPEC, {"A": "1"}
@@ -69,10 +69,12 @@ def test_any_change_to_the_recipe_changes_the_digest(kit, change):
         (kit / "images/app/src/pkg/more.py").write_text("")
     elif change == "argument":
         args = {"A": "2"}
+    elif change == "target":
+        spec = {**SPEC, "target": "gpu"}
     else:
-        (kit / "images/app/Dockerfile.gpu").write_text("FROM base\nCOPY src /src\n")
-        spec = {"dockerfile": "images/app/Dockerfile.gpu",
-                "context": [*SPEC["context"], "images/app/Dockerfile.gpu"]}
+        (kit / "images/app/Dockerfile.slim").write_text("FROM base\nCOPY src /src\n")
+        spec = {"dockerfile": "images/app/Dockerfile.slim",
+                "context": [*SPEC["context"], "images/app/Dockerfile.slim"]}
     assert images.stack_image_recipe(spec, str(kit), args)["hash"] != before
 
 
@@ -188,3 +190,11 @@ def test_the_kokoro_cpu_recipe_digest_is_computed_from_the_checkout(tmp_path):
     assert "images/kokoro/src/kokoro_server/app.py" in before["files"]
     (tmp_path / "images/kokoro/src/kokoro_server/app.py").write_text("# changed\n")
     assert images.stack_image_recipe(spec, str(tmp_path))["hash"] != before["hash"]
+
+
+def test_the_kokoro_images_are_the_two_targets_of_one_dockerfile():
+    dockerfile = (REPO / "images/kokoro/Dockerfile").read_text()
+    for variant, target in (("kokoro_cpu", "cpu"), ("kokoro_gpu", "gpu")):
+        assert RECIPES[variant]["dockerfile"] == "images/kokoro/Dockerfile"
+        assert RECIPES[variant]["target"] == target
+        assert re.search(rf"^FROM \S+ AS {target}$", dockerfile, re.M)

