@@ -85,15 +85,18 @@ def render(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
     return run_local_play(tmp_path / "play.yml", variables, env=plugins)
 
 
+def caddy_env(folder: Path) -> dict:
+    """The environment Caddy runs in here: its data and config folders under `folder`."""
+    return dict(os.environ, XDG_DATA_HOME=str(folder / "data"),
+                XDG_CONFIG_HOME=str(folder / "config"))
+
+
 def adapt(caddy: Path, tmp_path: Path) -> dict:
-    env = dict(
-        os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config")
-    )
     r = subprocess.run(
         [str(caddy), "adapt", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
         capture_output=True,
         text=True,
-        env=env,
+        env=caddy_env(tmp_path),
         check=False,
     )
     assert r.returncode == 0, r.stderr

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import subprocess
 import threading
 import time
 
 import pytest
-from caddy_config import adapt, body_limits, pinned_caddy, render
+from caddy_config import adapt, body_limits, caddy_env, pinned_caddy, render
 
 KOKORO_KEY = "kokoro-key-0123456789abcdef"
 LLM_KEY = "llm-key-0123456789abcdef"
@@ -115,8 +114,7 @@ def proxy(tmp_path_factory):
         port = free_port()
         loopback = on_loopback(config, port, {"kokoro:8880": kokoro.port, "llm:8080": llm.port})
         (folder / "caddy.json").write_text(json.dumps(loopback))
-        env = dict(os.environ, XDG_DATA_HOME=str(folder / "data"),
-                   XDG_CONFIG_HOME=str(folder / "config"))
+        env = caddy_env(folder)
         with open(folder / "caddy.log", "wb") as log:
             run = subprocess.Popen([str(caddy), "run", "--config", str(folder / "caddy.json")],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)

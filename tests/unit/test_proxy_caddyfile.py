@@ -6,13 +6,12 @@ against the pin). Every proxied route carries its request_body limit; a limit th
 not a size is refused by the role, naming the variable and the fix."""
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from caddy_config import adapt, body_limits, pinned_caddy, render
+from caddy_config import adapt, body_limits, caddy_env, pinned_caddy, render
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +23,11 @@ def caddy(tmp_path_factory) -> Path:
 def test_the_rendered_caddyfile_validates_with_the_pinned_caddy(caddy, tmp_path, tls):
     r = render(tmp_path, stack_proxy_tls=tls, stack_proxy_acme_email="ops@example.internal")
     assert r.returncode == 0, r.stdout + r.stderr
-    env = dict(
-        os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config")
-    )
     v = subprocess.run(
         [str(caddy), "validate", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
         capture_output=True,
         text=True,
-        env=env,
+        env=caddy_env(tmp_path),
         check=False,
     )
     assert v.returncode == 0 and "Valid configuration" in v.stdout + v.stderr, v.stderr
