@@ -138,3 +138,18 @@ def test_docker_engine_keeps_and_uses_a_runtime_another_role_added(host, daemon_
     image = os.environ.get("DOCKER_ENGINE_TEST_IMAGE", "kokoro-deploy/debian:12")
     cmd = host.run("docker run --rm --network none --runtime %s %s true", runtime, image)
     assert cmd.rc == 0, f"docker run --runtime {runtime} failed: {cmd.stderr}"
+
+
+def test_docker_engine_trusts_each_configured_registry_ca(host):
+    """docker_engine_registry_ca_files: the engine finds each registry's CA where it looks
+    for it (certs.d/<host:port>/ca.crt), the same certificate as on the controller."""
+    configured = _setting(host, "docker_engine_registry_ca_files") or {}
+    if not configured:
+        pytest.skip("no docker_engine_registry_ca_files on this host")
+    for address, source in configured.items():
+        f = host.file(f"/etc/docker/certs.d/{address}/ca.crt")
+        assert f.is_file, f"{address}: no CA in /etc/docker/certs.d; run the docker_engine role"
+        assert (f.user, f.group, f.mode) == ("root", "root", 0o644)
+        assert f.content_string.startswith("-----BEGIN CERTIFICATE-----")
+        if "{{" not in source and Path(source).is_file():
+            assert f.content_string == Path(source).read_text(), f"{address}: not {source}"
