@@ -11,7 +11,7 @@ The archive holds one folder, kokoro-deploy-bundle-<label>/, with
                   point model_cache_bundle_dir here (model_cache_source: bundle)
     images/       one `docker save` archive per image, named after the image with / and :
                   as _ (kokoro-deploy_kokoro_cpu.tar): point stack_image_archive_dir here
-                  (stack_images_source: load)
+                  (stack_images_source: archive)
     wheels/       optional `pip download` output, a flat wheelhouse
                   (torch_runtime_wheelhouse_src)
     debs/         optional Debian packages a bare host lacks (the roles' packages and their
@@ -718,7 +718,7 @@ def deploy_vars(top: str, debs: bool, compose: bool) -> dict:
     out = {
         "model_cache_source": "bundle",
         "model_cache_bundle_dir": f"{where}/models",
-        "stack_images_source": "load",
+        "stack_images_source": "archive",
         "stack_image_archive_dir": f"{where}/images",
     }
     if debs:
@@ -1202,7 +1202,7 @@ def parser() -> argparse.ArgumentParser:
             "wheels (wheels/), Debian packages as a flat apt repository (debs/), a compose "
             "plugin (bin/), bundle.json and SHA256SUMS. Unpack it on the controller and run "
             "ansible/airgap.yml -e airgap_bundle_dir=<dir>, or set model_cache_source=bundle, "
-            "model_cache_bundle_dir=<dir>/models, stack_images_source=load, "
+            "model_cache_bundle_dir=<dir>/models, stack_images_source=archive, "
             "stack_image_archive_dir=<dir>/images, docker_engine_source=bundle, "
             "docker_engine_bundle_dir=<dir>/debs, espeak_ng_source=bundle, "
             "espeak_ng_bundle_dir=<dir>/debs."

@@ -5,7 +5,7 @@
 #   kokoro-deploy/kokoro:cpu  images/kokoro/Dockerfile (target cpu) -> .cache/images/kokoro-deploy_kokoro_cpu.tar
 #   kokoro-deploy/llm:cpu     images/llm/Dockerfile     -> .cache/images/kokoro-deploy_llm_cpu.tar
 #   kokoro-deploy/proxy:latest images/proxy/Dockerfile  -> .cache/images/kokoro-deploy_proxy_latest.tar
-# (named after the image with / and : as _, as roles/stack's stack_images_source=load
+# (named after the image with / and : as _, as roles/stack's stack_images_source=archive
 # and tools/bundle.py expect)
 # Each image carries a recipe label (a digest of its build context, build arguments and
 # base image ID): an unchanged recipe is not rebuilt, and a tarball is rewritten only

@@ -142,11 +142,31 @@ def test_inventory_loads_without_warnings(inventory):
     assert "WARNING" not in stderr, stderr
 
 
+# Hosts that serve the fleet rather than speech (ansible/build_images.yml's groups).
+SUPPORT_GROUPS = ("registries", "image_builders")
+
+
 def test_every_host_is_in_kokoro_hosts(inventory):
     name, data, _ = inventory
     every = members(data, "all") | set(hostvars(data))
-    missing = every - members(data, "kokoro_hosts")
+    support = set().union(*(members(data, g) for g in SUPPORT_GROUPS))
+    missing = every - members(data, "kokoro_hosts") - support
     assert not missing, f"{name}: hosts outside kokoro_hosts (site.yml skips them): {missing}"
+
+
+def test_the_fleet_registry_host_builds_and_every_engine_trusts_its_ca(fleet):
+    """build_images.yml needs one builder; the registry's TLS name is the one the images
+    are pushed to and the one every engine holds the CA for."""
+    assert len(members(fleet, "image_builders")) == 1
+    registry_host = sorted(members(fleet, "registries"))[0]
+    hv = hostvars(fleet)
+    address = hv[registry_host]["stack_image_registry"].split("/")[0]
+    assert address.split(":")[0] in hv[registry_host]["registry_tls_names"]
+    for host in members(fleet, "kokoro_hosts") | members(fleet, "image_builders"):
+        assert hv[host]["stack_image_registry"].split("/")[0] == address, host
+        assert address in hv[host]["docker_engine_registry_ca_files"], host
+    for host in members(fleet, "kokoro_hosts"):
+        assert hv[host]["stack_images_source"] == "registry", host
 
 
 def test_every_gpu_class_host_is_in_gpu_hosts(inventory):
@@ -161,7 +181,7 @@ def test_fleet_has_the_five_classes_each_host_in_exactly_one(fleet):
     data = fleet
     for cls in FLEET_CLASSES:
         assert members(data, cls), f"fleet: class group {cls} has no hosts"
-    for host in hostvars(data):
+    for host in members(data, "kokoro_hosts"):
         classes = [c for c in FLEET_CLASSES if host in members(data, c)]
         assert len(classes) == 1, f"fleet: {host} is in classes {classes}"
     assert not members(data, "cpu") & members(data, "gpu_hosts")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 from pathlib import Path
@@ -198,3 +199,120 @@ def test_the_kokoro_images_are_the_two_targets_of_one_dockerfile():
         assert RECIPES[variant]["dockerfile"] == "images/kokoro/Dockerfile"
         assert RECIPES[variant]["target"] == target
         assert re.search(rf"^FROM \S+ AS {target}$", dockerfile, re.M)
+
+
+# ------------------------------------------------- a fleet: build once, pull by digest
+
+REGISTRY = "registry.example.internal:5000/kokoro-deploy"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def app_plan(kit):
+    recipes = {"app_cpu": {**SPEC, "args": {}}}
+    return images.stack_image_plan(
+        {"app": "kit/app:cpu"}, {"app": "app_cpu"}, recipes, {"app_cpu": "images/app"},
+        str(kit), "base", {}, [])
+
+
+@pytest.mark.parametrize(("name", "pushed"), [
+    ("kokoro-deploy/kokoro:gpu", f"{REGISTRY}/kokoro:gpu-0123456789abcdef"),
+    ("kokoro-deploy/proxy", f"{REGISTRY}/proxy:0123456789abcdef"),
+    ("localhost:5000/x/llm:cuda", f"{REGISTRY}/llm:cuda-0123456789abcdef"),
+])
+def test_the_pushed_name_is_the_registry_path_the_image_and_its_recipe_tag(name, pushed):
+    assert images.stack_image_push_name(name, REGISTRY + "/", "0123456789abcdef") == pushed
+
+
+@pytest.mark.parametrize("registry", ["", "https://registry.example.internal", "r@sha256:00"])
+def test_a_registry_that_is_not_host_and_path_is_named(registry):
+    with pytest.raises(AnsibleFilterError, match="stack_image_registry"):
+        images.stack_image_push_name("kit/app:cpu", registry, "0123456789abcdef")
+
+
+def test_the_digest_is_the_one_of_the_registry_pushed_to():
+    digests = [f"mirror.example.internal/kokoro@{'sha256:' + 'cd' * 32}",
+               f"{REGISTRY}/kokoro@{DIGEST}"]
+    pushed = f"{REGISTRY}/kokoro:gpu-0123456789abcdef"
+    assert images.stack_image_repo_digest(digests, pushed) == f"{REGISTRY}/kokoro@{DIGEST}"
+    with pytest.raises(AnsibleFilterError, match=r"push \S+ again"):
+        images.stack_image_repo_digest(digests[:1], pushed)
+
+
+def pushed_lock(plan, lock=None, registry=REGISTRY):
+    """The lock after publishing `plan` as ansible/build_images.yml does, its inspect
+    results as Ansible registers them."""
+    todo = images.stack_publish_todo(plan, lock, registry)
+    inspected = [{"item": {"key": key, "value": entry},
+                  "stdout": json.dumps([f"{registry}/app@{DIGEST}"])}
+                 for key, entry in todo.items()]
+    return todo, images.stack_image_lock_update(lock, todo, inspected, registry)
+
+
+def test_publishing_records_each_recipe_and_a_second_run_has_nothing_to_do(kit):
+    plan = app_plan(kit)
+    todo, lock = pushed_lock(plan)
+    assert list(todo) == ["app"]
+    recipe = plan["app"]["recipe"]["hash"]
+    assert lock == {"registry": REGISTRY, "images": {"app_cpu": {
+        "recipe": recipe, "image": f"{REGISTRY}/app:cpu-{recipe}",
+        "ref": f"{REGISTRY}/app@{DIGEST}"}}}
+    assert images.stack_publish_todo(plan, lock, REGISTRY) == {}
+
+
+def test_a_changed_recipe_or_another_registry_is_published_again(kit):
+    plan = app_plan(kit)
+    _, lock = pushed_lock(plan)
+    (kit / "images/app/src/pkg/main.py").write_text("print('changed')\n")
+    assert list(images.stack_publish_todo(app_plan(kit), lock, REGISTRY)) == ["app"]
+    other = "registry2.example.internal/kd"
+    assert list(images.stack_publish_todo(plan, lock, other)) == ["app"]
+    _, moved = pushed_lock(plan, lock, other)
+    assert moved["registry"] == other and moved["images"]["app_cpu"]["ref"].startswith(other)
+
+
+def test_a_host_runs_each_service_by_the_digest_the_lock_records(kit):
+    plan = app_plan(kit)
+    _, lock = pushed_lock(plan)
+    assert images.stack_image_locked(plan, lock, "lock.yml") == {"app": f"{REGISTRY}/app@{DIGEST}"}
+
+
+def test_a_lock_without_the_recipe_or_from_another_recipe_stops_the_host(kit):
+    plan = app_plan(kit)
+    with pytest.raises(AnsibleFilterError,
+                       match=r"lock\.yml has no app_cpu image .*build_images\.yml"):
+        images.stack_image_locked(plan, {"images": {}}, "lock.yml")
+    _, lock = pushed_lock(plan)
+    (kit / "images/app/Dockerfile").write_text("FROM base\nCOPY src /srv\n")
+    changed = app_plan(kit)
+    old, new = plan["app"]["recipe"]["hash"], changed["app"]["recipe"]["hash"]
+    with pytest.raises(AnsibleFilterError, match=f"recipe {old}, this checkout's is {new}"):
+        images.stack_image_locked(changed, lock, "lock.yml")
+    lock["images"]["app_cpu"]["ref"] = f"{REGISTRY}/app:cpu"
+    with pytest.raises(AnsibleFilterError, match="not <repository>@sha256"):
+        images.stack_image_locked(plan, lock, "lock.yml")
+
+
+def test_the_fleet_builds_the_variants_its_hosts_run():
+    hostvars = {
+        "gpu-1": {"stack_llm_enabled": True, "stack_proxy_enabled": "true"},
+        "gpu-2": {"stack_device": "cpu"},
+        "cpu-1": {"stack_comfyui_enabled": False},
+    }
+    assert images.stack_fleet_recipes(hostvars, list(hostvars), ["gpu-1", "gpu-2"]) == [
+        "kokoro_cpu", "kokoro_gpu", "llm_cuda", "proxy"]
+    assert images.stack_fleet_recipes({"c": {"stack_device": "gpu", "stack_comfyui_enabled": True}},
+                                      ["c"], []) == ["comfyui", "kokoro_gpu"]
+
+
+def test_the_fleet_recipes_default_what_the_role_defaults():
+    """stack_fleet_recipes reads hostvars, which lack the role's defaults: its fallbacks
+    must be those defaults."""
+    defaults = yaml.safe_load((REPO / "roles/stack/defaults/main.yml").read_text())
+    assert defaults["stack_device"] == "auto"
+    for flag in ("stack_llm_enabled", "stack_comfyui_enabled", "stack_proxy_enabled"):
+        assert defaults[flag] is False, flag
+
+
+def test_every_recipe_names_the_image_the_stack_runs_for_it():
+    assert set(VARS["__stack_recipe_images"]) == set(RECIPES)
+    assert set(VARS["__stack_recipe_images"]) == set(VARS["__stack_image_context_root"])

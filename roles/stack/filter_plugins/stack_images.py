@@ -1,4 +1,4 @@
-"""Image recipes for stack_images_source=build: what each service image is built from
+"""Image recipes for stack_images_source=build and registry: what each service image is built from
 (a Dockerfile, the files of its build context, its build arguments) reduced to one
 digest on the controller, which names the image on the host. The same recipe gives the
 same tag, so a host builds an image once and again only when the recipe changes
@@ -117,11 +117,131 @@ def stack_image_ref(name: str, recipe_hash: str) -> str:
         raise AnsibleFilterError(
             f"stack_image_ref: {name} names an image by digest; with stack_images_source=build "
             "name it repository:tag (the kit tags what it builds)")
-    repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    repo, tag = _split_tag(name)
     return f"{repo}:{tag}-{recipe_hash}" if tag else f"{name}:{recipe_hash}"
+
+
+def _split_tag(name: str) -> tuple[str, str]:
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, _, tag = name.rpartition(":")
+        return repo, tag
+    return name, ""
+
+
+def stack_image_push_name(name: str, registry: str, recipe_hash: str) -> str:
+    """Where ansible/build_images.yml pushes an image: the registry's path, the name's last
+    part, the recipe tag (kokoro-deploy/kokoro:gpu -> <registry>/kokoro:gpu-<hash>)."""
+    registry = (registry or "").strip().rstrip("/")
+    if not registry or "://" in registry or "@" in registry:
+        raise AnsibleFilterError(
+            f"stack_image_registry is {registry!r}: set it to the registry's host:port and "
+            "path the fleet pulls from, e.g. registry.example.internal:5000/kokoro-deploy "
+            "(no scheme)")
+    ref = stack_image_ref(name, recipe_hash)
+    repo, tag = _split_tag(ref)
+    return f"{registry}/{repo.rsplit('/', 1)[-1]}:{tag}"
+
+
+def stack_image_repo_digest(repo_digests: list, push_name: str) -> str:
+    """The pushed image's name by digest (<repo>@sha256:...) from `docker image inspect`'s
+    RepoDigests, which list every registry the image was pushed to."""
+    repo, _ = _split_tag(push_name)
+    found = [d for d in repo_digests or [] if d.split("@", 1)[0] == repo]
+    if not found:
+        raise AnsibleFilterError(
+            f"stack_image_repo_digest: the engine records no digest of {repo} after the push "
+            f"(it has {list(repo_digests or [])}); push {push_name} again")
+    return found[0]
+
+
+def stack_image_locked(plan: dict, lock: dict, lock_path: str) -> dict:
+    """{service: <repo>@sha256:...} for stack_images_source=registry: each service's image
+    as ansible/build_images.yml recorded it in the lock, refused when the lock lacks the
+    variant or holds an image built from another recipe (the kit or its build arguments
+    changed since the push)."""
+    images = (lock or {}).get("images") or {}
+    refs = {}
+    for service, entry in plan.items():
+        variant, recipe = entry["variant"], entry["recipe"]["hash"]
+        locked = images.get(variant)
+        if not locked:
+            raise AnsibleFilterError(
+                f"{lock_path} has no {variant} image (for {service}): run "
+                "ansible/build_images.yml, which builds and pushes the images the "
+                "inventory's hosts need and records them there")
+        if locked.get("recipe") != recipe:
+            raise AnsibleFilterError(
+                f"{lock_path}: the registry's {variant} image was built from recipe "
+                f"{locked.get('recipe')}, this checkout's is {recipe} (its Dockerfile, "
+                "files or build arguments changed): run ansible/build_images.yml again")
+        ref = str(locked.get("ref") or "")
+        if "@sha256:" not in ref:
+            raise AnsibleFilterError(
+                f"{lock_path}: {variant}'s ref {ref!r} is not <repository>@sha256:<digest>; "
+                "run ansible/build_images.yml again")
+        refs[service] = ref
+    return refs
+
+
+def stack_publish_todo(plan: dict, lock: dict, registry: str) -> dict:
+    """The part of a recipe plan ansible/build_images.yml still has to build and push: the
+    recipes the lock lacks, or records from another recipe or registry."""
+    lock = lock or {}
+    images = lock.get("images") or {}
+    same_registry = lock.get("registry") == registry
+    def locked(entry: dict) -> bool:
+        recorded = images.get(entry["variant"]) or {}
+        return same_registry and recorded.get("recipe") == entry["recipe"]["hash"]
+
+    return {key: entry for key, entry in plan.items() if not locked(entry)}
+
+
+def stack_image_lock_update(lock: dict, todo: dict, inspected: list, registry: str) -> dict:
+    """The lock after a push, keyed by recipe: each pushed recipe's digest, the image's name and its
+    <repo>@sha256 from `docker image inspect --format '{{json .RepoDigests}}'` (`inspected`:
+    the registered loop results over `todo | dict2items`); other entries kept when the
+    registry is the same, dropped when it changed."""
+    lock = lock or {}
+    images = dict(lock.get("images") or {}) if lock.get("registry") == registry else {}
+    for result in inspected:
+        entry = todo[result["item"]["key"]]
+        push = stack_image_push_name(entry["name"], registry, entry["recipe"]["hash"])
+        images[entry["variant"]] = {"recipe": entry["recipe"]["hash"], "image": push,
+                       "ref": stack_image_repo_digest(json.loads(result["stdout"]), push)}
+    return {"registry": registry, "images": images}
+
+
+def stack_fleet_recipes(hostvars: dict, hosts: list, gpu_hosts: list) -> list:
+    """The recipes the inventory's hosts run, for ansible/build_images.yml: a host in
+    gpu_hosts (or with stack_device: gpu) runs the GPU variants unless stack_device is cpu;
+    the LLM, ComfyUI and the proxy where enabled (the role's defaults: off)."""
+    needed = set()
+    for host in hosts:
+        hv = hostvars[host]
+        device = str(hv.get("stack_device", "auto"))
+        gpu = device == "gpu" or (device == "auto" and host in gpu_hosts)
+        needed.add("kokoro_gpu" if gpu else "kokoro_cpu")
+        if _truthy(hv.get("stack_llm_enabled", False)):
+            needed.add("llm_cuda" if gpu else "llm_cpu")
+        if _truthy(hv.get("stack_comfyui_enabled", False)):
+            needed.add("comfyui")
+        if _truthy(hv.get("stack_proxy_enabled", False)):
+            needed.add("proxy")
+    return sorted(needed)
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("true", "yes", "on", "1")
 
 
 class FilterModule:
     def filters(self):
         return {"stack_image_recipe": stack_image_recipe, "stack_image_ref": stack_image_ref,
-                "stack_image_plan": stack_image_plan}
+                "stack_image_plan": stack_image_plan,
+                "stack_image_push_name": stack_image_push_name,
+                "stack_image_repo_digest": stack_image_repo_digest,
+                "stack_image_locked": stack_image_locked,
+                "stack_publish_todo": stack_publish_todo,
+                "stack_image_lock_update": stack_image_lock_update,
+                "stack_fleet_recipes": stack_fleet_recipes}
