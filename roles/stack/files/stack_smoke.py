@@ -14,7 +14,8 @@ sentence comes back from /v1/audio/speech as 24 kHz WAV with real signal
 (a server that does not answer at all is also marked "unreachable"). --kokoro-url checks
 only the Kokoro server at that URL, with no .env read.
 For the LLM (profile llm): /health, then a chat completion that produces tokens. For
-ComfyUI (profile comfyui): /system_stats lists a device. --vram adds what the VRAM
+ComfyUI (profile comfyui): /system_stats lists a device and /models/<folder> each model
+file of COMFYUI_MODEL_FILES. --vram adds what the VRAM
 report needs: nvidia-smi's per-card and per-process memory and which compose service
 each GPU process belongs to. Standard library only: it runs on a bare host. Used by
 roles/stack (verify) and by tests/acceptance/stack and tests/acceptance/gpu, so all
@@ -185,17 +186,33 @@ def check_llm(url: str, alias: str, key: str = "") -> dict:
     }
 
 
-def check_comfyui(url: str, key: str = "") -> dict:
+def check_comfyui(url: str, key: str = "", model_files: list[str] | None = None) -> dict:
+    """/system_stats lists a device, and ComfyUI itself lists each model file the kit's
+    workflows load (`<folder>/<file>` under the model cache's comfyui/) in its /models/<folder>:
+    an empty or unmounted folder answers its health check but fails every workflow."""
     status, body = call(url + "/system_stats", key=key)
     if status != 200:
         return {"ok": False, "error": f"/system_stats answered {status}: {body[:300]!r}"}
     devices = json.loads(body).get("devices", [])
+    missing = []
+    for folder in sorted({f.split("/", 1)[0] for f in model_files or []}):
+        status, body = call(f"{url}/models/{folder}", key=key)
+        listed = json.loads(body) if status == 200 else []
+        missing += [f for f in model_files if f.split("/", 1)[0] == folder
+                    and f.split("/", 1)[1] not in listed]
+    error = None
+    if not devices:
+        error = "no device listed"
+    elif missing:
+        error = (f"ComfyUI does not list {', '.join(missing)} in its model folders: the model "
+                 "cache's comfyui/ files are missing or not mounted (run site.yml's models stage)")
     return {
-        "ok": bool(devices),
-        "error": None if devices else "no device listed",
+        "ok": error is None,
+        "error": error,
         "devices": [
             {k: d.get(k) for k in ("name", "type", "vram_total", "vram_free")} for d in devices
         ],
+        "model_files": len(model_files or []) - len(missing),
     }
 
 
@@ -292,7 +309,8 @@ def main() -> None:
         alias = env.get("LLM_MODEL_ALIAS", "")
         out["llm"] = check(check_llm, urls["llm"], alias, first_key("llm"))
     if "comfyui" in profiles:
-        out["comfyui"] = check(check_comfyui, urls["comfyui"], first_key("comfyui"))
+        files = [f for f in env.get("COMFYUI_MODEL_FILES", "").split(",") if f]
+        out["comfyui"] = check(check_comfyui, urls["comfyui"], first_key("comfyui"), files)
     if args.vram:
         out["vram"] = vram_inputs(env.get("COMPOSE_PROJECT_NAME", "kokoro"))
     print(json.dumps(out))
