@@ -81,12 +81,13 @@ kokoro() {
   if ! compgen -G "$root/.cache/wheels/en_core_web_sm-*.whl" >/dev/null; then
     "$root/images/kokoro/tests/spacy_model.sh" >&2
   fi
-  mkdir -p "$ctx/images/kokoro/extra-ca" "$ctx/images/kokoro/wheels"
+  mkdir -p "$ctx/images/extra-ca" "$ctx/images/kokoro/wheels"
+  cp "$root/images/extra-ca/trust.sh" "$ctx/images/extra-ca/"
   cp "$root/manifest.yml" "$ctx/"
   cp "$src/Dockerfile" "$src/pyproject.toml" "$src/README.md" "$ctx/images/kokoro/"
   (cd "$src" && find src -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' \
      ! -name '*.pyc' -exec cp --parents {} "$ctx/images/kokoro/" \;)
-  cp "$(ca_bundle)" "$ctx/images/kokoro/extra-ca/host.crt"
+  cp "$(ca_bundle)" "$ctx/images/extra-ca/host.crt"
   for whl in "$root"/.cache/wheels/en_core_web_sm-*.whl; do cp "$whl" "$ctx/images/kokoro/wheels/"; done
   # The model is in wheels/ (made above): not from its release, which is out of reach.
   timed "image kokoro:cpu" build "$tag" "$ctx" "$ctx/images/kokoro/Dockerfile" \

@@ -45,10 +45,12 @@ def build_context(dest: Path) -> Path:
         shutil.copy(src / name, kokoro)
     shutil.copytree(src / "src", kokoro / "src",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (kokoro / "extra-ca").mkdir()
+    extra_ca = dest / "images" / "extra-ca"
+    extra_ca.mkdir()
+    shutil.copy(REPO / "images" / "extra-ca" / "trust.sh", extra_ca)
     (kokoro / "wheels").mkdir()
     if HOST_CA.is_file():
-        shutil.copy(HOST_CA, kokoro / "extra-ca" / "host.crt")
+        shutil.copy(HOST_CA, extra_ca / "host.crt")
     for whl in (REPO / ".cache" / "wheels").glob("en_core_web_sm-*.whl"):
         shutil.copy(whl, kokoro / "wheels")
     return dest

@@ -76,8 +76,25 @@ def test_each_image_keeps_the_image_rules(target):
 
 
 def test_the_build_stages_trust_the_extra_ca_bundle():
-    assert "COPY images/kokoro/extra-ca/ /tmp/extra-ca/" in stages()["build-base"][1]
+    text = stages()["build-base"][1]
+    assert "COPY images/extra-ca/ /tmp/extra-ca/" in text
+    assert "sh /tmp/extra-ca/trust.sh" in text and "PIP_CERT=/tmp/extra-ca.pem" in text
     assert all(stages()[f"build-{t}"][0] == "build-base" for t in TARGETS)
+
+
+def test_every_image_that_fetches_over_tls_while_building_trusts_the_one_bundle():
+    """The extra-CA step is images/extra-ca/trust.sh, in every Dockerfile that downloads
+    in a RUN step (pip, curl), and nowhere written out again."""
+    repo = Path(__file__).resolve().parents[3]
+    for dockerfile in sorted(repo.glob("images/*/Dockerfile")):
+        text = dockerfile.read_text()
+        fetches = "pip install" in text or re.search(r'curl[^\n]*"\$url"', text)
+        uses = text.count("sh /tmp/extra-ca/trust.sh")
+        assert "/etc/ssl/certs/ca-certificates.crt >>" not in text, dockerfile
+        if "COPY images/extra-ca/" in text:
+            assert uses == text.count("COPY images/extra-ca/"), dockerfile
+        if fetches and "--cacert /tmp/extra-ca.pem" not in text and "PIP_CERT" not in text:
+            raise AssertionError(f"{dockerfile} downloads while building without the bundle")
 
 
 def test_gpu_image_pins_a_torch_build_with_sm_120():
