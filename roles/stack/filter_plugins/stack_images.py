@@ -1,6 +1,6 @@
-"""Image recipes for stack_images_source=build and registry: what each service image is built from
-(a Dockerfile, the files of its build context, its build arguments) reduced to one
-digest on the controller, which names the image on the host. The same recipe gives the
+"""Image recipes for stack_images_source=build and registry: what each service image is
+built from (a Dockerfile, the files of its build context, its build arguments) reduced to
+one digest on the controller, which names the image on the host. The same recipe gives the
 same tag, so a host builds an image once and again only when the recipe changes
 (tests/unit/test_stack_images.py)."""
 
@@ -190,6 +190,7 @@ def stack_publish_todo(plan: dict, lock: dict, registry: str) -> dict:
     lock = lock or {}
     images = lock.get("images") or {}
     same_registry = lock.get("registry") == registry
+
     def locked(entry: dict) -> bool:
         recorded = images.get(entry["variant"]) or {}
         return same_registry and recorded.get("recipe") == entry["recipe"]["hash"]
@@ -198,17 +199,18 @@ def stack_publish_todo(plan: dict, lock: dict, registry: str) -> dict:
 
 
 def stack_image_lock_update(lock: dict, todo: dict, inspected: list, registry: str) -> dict:
-    """The lock after a push, keyed by recipe: each pushed recipe's digest, the image's name and its
-    <repo>@sha256 from `docker image inspect --format '{{json .RepoDigests}}'` (`inspected`:
-    the registered loop results over `todo | dict2items`); other entries kept when the
-    registry is the same, dropped when it changed."""
+    """The lock after a push, keyed by recipe: each pushed recipe's digest, the image's
+    name and its <repo>@sha256 from `docker image inspect --format '{{json .RepoDigests}}'`
+    (`inspected`: the registered loop results over `todo | dict2items`); other entries
+    kept when the registry is the same, dropped when it changed."""
     lock = lock or {}
     images = dict(lock.get("images") or {}) if lock.get("registry") == registry else {}
     for result in inspected:
         entry = todo[result["item"]["key"]]
         push = stack_image_push_name(entry["name"], registry, entry["recipe"]["hash"])
-        images[entry["variant"]] = {"recipe": entry["recipe"]["hash"], "image": push,
-                       "ref": stack_image_repo_digest(json.loads(result["stdout"]), push)}
+        images[entry["variant"]] = {
+            "recipe": entry["recipe"]["hash"], "image": push,
+            "ref": stack_image_repo_digest(json.loads(result["stdout"]), push)}
     return {"registry": registry, "images": images}
 
 
