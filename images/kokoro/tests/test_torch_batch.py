@@ -83,9 +83,10 @@ def test_a_lone_forward_is_unchanged_by_enabling_batches(varied_model, no_phase_
 
 
 def test_concurrent_requests_share_forward_passes(torch_settings):
-    """The first request's pass is held until the other four are queued behind it (on a
-    fast host it could otherwise end before the next one arrives), so the layout is
-    fixed: one pass alone, then one pass of the four that waited."""
+    """The first request is sent alone and its pass held until the other four are queued
+    behind it (on a fast host it could otherwise end before the next one arrives; sent
+    together, two could share the first pass), so the layout is fixed: one pass alone,
+    then one pass of the four that waited."""
     settings = replace(torch_settings, port=free_port(), batch_size=4, workers=1)
     texts = ["Hi there.", "Good morning to you.", "See you soon.", "Thanks a lot.",
              "Well done."]
@@ -110,10 +111,11 @@ def test_concurrent_requests_share_forward_passes(torch_settings):
                 json={"input": text, "voice": "af_heart", "response_format": "pcm"})
 
         threads = [threading.Thread(target=speak, args=(t,)) for t in texts]
-        for t in threads:
-            t.start()
+        threads[0].start()
         try:
             assert held.wait(600)
+            for t in threads[1:]:
+                t.start()
             deadline = time.monotonic() + 600
             while state.scheduler._workers.queued < len(texts) - 1:
                 assert time.monotonic() < deadline, "the other requests never queued"
