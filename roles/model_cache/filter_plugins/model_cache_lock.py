@@ -108,6 +108,8 @@ def stack_companions(llm_enabled, llm_model, llm_file, comfyui_enabled, comfyui_
 
 
 def _truthy(value) -> bool:
+    """Ansible's `| bool` for the usual spellings, without importing Ansible: this module
+    is also loaded by tools/bundle.py, which needs only the standard library and PyYAML."""
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)

@@ -12,6 +12,13 @@ import os
 from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
+
+
+def _bool(value) -> bool:
+    """An inventory flag as Ansible's `| bool` reads it."""
+    return boolean(value, strict=False)
+
 
 # Not part of any image: interpreter caches and packaging leftovers on the controller.
 SKIPPED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
@@ -224,17 +231,13 @@ def stack_fleet_recipes(hostvars: dict, hosts: list, gpu_hosts: list) -> list:
         device = str(hv.get("stack_device", "auto"))
         gpu = device == "gpu" or (device == "auto" and host in gpu_hosts)
         needed.add("kokoro_gpu" if gpu else "kokoro_cpu")
-        if _truthy(hv.get("stack_llm_enabled", False)):
+        if _bool(hv.get("stack_llm_enabled", False)):
             needed.add("llm_cuda" if gpu else "llm_cpu")
-        if _truthy(hv.get("stack_comfyui_enabled", False)):
+        if _bool(hv.get("stack_comfyui_enabled", False)):
             needed.add("comfyui")
-        if _truthy(hv.get("stack_proxy_enabled", False)):
+        if _bool(hv.get("stack_proxy_enabled", False)):
             needed.add("proxy")
     return sorted(needed)
-
-
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("true", "yes", "on", "1")
 
 
 class FilterModule:
