@@ -4,14 +4,12 @@ here over real HTTP on loopback by a stand-in for ComfyUI's /system_stats and
 where ComfyUI's health check alone would pass."""
 
 import importlib.util
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from loopback_standin import Request, standin
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles/stack/files/stack_smoke.py"
@@ -31,29 +29,15 @@ def comfyui():
     """A ComfyUI stand-in: `folders` is what /models/<folder> lists, `devices` /system_stats'."""
     state = {"folders": {}, "devices": [{"name": "cuda:0 NVIDIA H100", "type": "cuda"}]}
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def answer(request: Request):
+        if request.path == "/system_stats":
+            return 200, "application/json", {"system": {}, "devices": state["devices"]}
+        if m := re.fullmatch(r"/models/(\w+)", request.path):
+            return 200, "application/json", state["folders"].get(m.group(1), [])
+        return 404, "text/plain", b"not found"
 
-        def do_GET(self):
-            if self.path == "/system_stats":
-                body = {"system": {}, "devices": state["devices"]}
-            elif m := re.fullmatch(r"/models/(\w+)", self.path):
-                body = state["folders"].get(m.group(1), [])
-            else:
-                self.send_error(404)
-                return
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", state
-    server.shutdown()
-    server.server_close()
+    with standin(answer) as url:
+        yield url, state
 
 
 def listing(files):

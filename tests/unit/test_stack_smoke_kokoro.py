@@ -11,12 +11,11 @@ import math
 import struct
 import subprocess
 import sys
-import threading
 import wave
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from loopback_standin import Request, standin
 
 SCRIPT = Path(__file__).resolve().parents[2] / "roles/stack/files/stack_smoke.py"
 _spec = importlib.util.spec_from_file_location("stack_smoke", SCRIPT)
@@ -46,32 +45,15 @@ def server(request):
     audio = request.param if isinstance(request.param, bytes) else _wav(*request.param)
     seen = {}
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def answer(req: Request):
+        if req.method == "GET":
+            return 200, "application/json", {"status": "ok", "device": "cuda:0", "engine": "torch"}
+        seen["request"] = json.loads(req.body)
+        seen["auth"] = req.headers.get("Authorization")
+        return 200, "audio/wav", audio
 
-        def do_GET(self):
-            body = json.dumps({"status": "ok", "device": "cuda:0", "engine": "torch"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self):
-            length = int(self.headers["Content-Length"])
-            seen["request"] = json.loads(self.rfile.read(length))
-            seen["auth"] = self.headers.get("Authorization")
-            self.send_response(200)
-            self.send_header("Content-Type", "audio/wav")
-            self.send_header("Content-Length", str(len(audio)))
-            self.end_headers()
-            self.wfile.write(audio)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}", seen
-    httpd.shutdown()
-    httpd.server_close()
+    with standin(answer) as url:
+        yield url, seen
 
 
 def _check(url: str, key: str = "") -> dict:
