@@ -102,7 +102,7 @@ llm() {
   version=${file#llama_cpp_python-}
   version=${version%.tar.gz}
   mkdir -p "$ctx/src"
-  cp "$root/images/llm/Dockerfile" "$ctx/"
+  cp "$root/images/llm/Dockerfile" "$root/images/llm/cuda-toolkit.sh" "$ctx/"
   ln "$sdist" "$ctx/src/$file" 2>/dev/null || cp "$sdist" "$ctx/src/$file"
   [ -z "$jobs" ] || fast_args=(--build-arg "BUILD_JOBS=$jobs")
   timed "image llm:cpu" build "$tag" "$ctx" "$ctx/Dockerfile" \

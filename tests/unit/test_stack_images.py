@@ -166,7 +166,9 @@ def test_each_recipe_holds_everything_its_dockerfile_copies(variant):
     context = [c.rstrip("/") for c in context_of(variant)]
     for source in copy_sources(REPO / recipe["dockerfile"]):
         path = prefix + source.replace("${LLAMA_CPP_PYTHON_VERSION}", version).rstrip("/")
-        assert any(path == c or path.startswith(c + "/") for c in context), (
+        # A folder (src/) is copied with whatever of it the recipe's context carries.
+        inside = source.endswith("/") and any(c.startswith(path + "/") for c in context)
+        assert inside or any(path == c or path.startswith(c + "/") for c in context), (
             f"{variant}: {recipe['dockerfile']} copies {source}")
     assert recipe["dockerfile"] in context and all(c.startswith(prefix) for c in context)
 
@@ -193,12 +195,26 @@ def test_the_kokoro_cpu_recipe_digest_is_computed_from_the_checkout(tmp_path):
     assert images.stack_image_recipe(spec, str(tmp_path))["hash"] != before["hash"]
 
 
-def test_the_kokoro_images_are_the_two_targets_of_one_dockerfile():
-    dockerfile = (REPO / "images/kokoro/Dockerfile").read_text()
-    for variant, target in (("kokoro_cpu", "cpu"), ("kokoro_gpu", "gpu")):
-        assert RECIPES[variant]["dockerfile"] == "images/kokoro/Dockerfile"
+@pytest.mark.parametrize("image,targets", [
+    ("kokoro", {"kokoro_cpu": "cpu", "kokoro_gpu": "gpu"}),
+    ("llm", {"llm_cpu": "cpu", "llm_cuda": "cuda"}),
+])
+def test_each_images_variants_are_the_targets_of_one_dockerfile(image, targets):
+    dockerfile = (REPO / f"images/{image}/Dockerfile").read_text()
+    for variant, target in targets.items():
+        assert RECIPES[variant]["dockerfile"] == f"images/{image}/Dockerfile"
         assert RECIPES[variant]["target"] == target
         assert re.search(rf"^FROM \S+ AS {target}$", dockerfile, re.M)
+
+
+def test_the_cuda_llm_recipe_builds_from_the_wheels_folder_with_no_nvidia_image():
+    """fetch-source.sh --cuda fills images/llm/src/cuda with the manifest's wheels; the
+    recipe carries that folder and builds on the kit's Debian base, not nvidia/cuda."""
+    recipe = RECIPES["llm_cuda"]
+    assert "images/llm/src/cuda" in recipe["context"]
+    assert recipe["args"]["GGML_CUDA"] == "ON"
+    assert not {"BUILD_IMAGE", "BASE_IMAGE"} & set(recipe["args"])
+    assert "images/llm/src/cuda" not in RECIPES["llm_cpu"]["context"]
 
 
 # ------------------------------------------------- a fleet: build once, pull by digest

@@ -66,13 +66,19 @@ def test_dockerfile_pins_the_manifest_version_and_keeps_the_contract():
     assert re.search(rf"^ARG LLAMA_CPP_PYTHON_VERSION={re.escape(version)}$", text, re.M)
     first_from = text.index("\nFROM ")
     assert re.search(r"^ARG BASE_IMAGE=debian:12-slim$", text[:first_from], re.M)
-    final = text[text.rindex("\nFROM "):]
-    assert final.startswith("\nFROM ${BASE_IMAGE}\n")
-    assert re.search(rf"^USER {UID}:{UID}$", final, re.M)
-    assert re.search(r"^ENTRYPOINT \[\"llama-server\"\]$", final, re.M)
-    assert "LLAMA_ARG_HOST=0.0.0.0" in final and "LLAMA_ARG_PORT=8080" in final
-    assert re.search(r"^EXPOSE 8080$", final, re.M)
-    assert "HEALTHCHECK" in final and "curl -fsS" in final and "/health" in final
+    # Both targets share one runtime stage (the contract) and run unprivileged; the CPU
+    # one is last, so a plain `docker build` makes it.
+    runtime = text[text.index("\nFROM ${BASE_IMAGE} AS runtime\n"):
+                   text.index("\nFROM runtime AS cuda\n")]
+    assert re.search(r"^ENTRYPOINT \[\"llama-server\"\]$", runtime, re.M)
+    assert "LLAMA_ARG_HOST=0.0.0.0" in runtime and "LLAMA_ARG_PORT=8080" in runtime
+    assert re.search(r"^EXPOSE 8080$", runtime, re.M)
+    assert "HEALTHCHECK" in runtime and "curl -fsS" in runtime and "/health" in runtime
+    cuda = text[text.index("\nFROM runtime AS cuda\n"):text.index("\nFROM runtime AS cpu\n")]
+    cpu = text[text.index("\nFROM runtime AS cpu\n"):]
+    for stage in (cuda, cpu):
+        assert re.search(rf"^USER {UID}:{UID}$", stage, re.M)
+        assert "COPY --from=build /build/bin/llama-server /usr/local/bin/llama-server" in stage
     # Only llama-server, static, portable, no web UI or HTTPS download code compiled in.
     for flag in ("--target llama-server", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=OFF",
                  "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF"):
@@ -120,10 +126,12 @@ def image(tmp_path_factory):
     if fetch.returncode != 0:
         _unavailable(f"cannot fetch the llama-cpp-python sdist:\n{fetch.stderr[-2000:]}")
     sdist = Path(fetch.stdout.strip())
-    # A minimal context: the Dockerfile and the checked sdist (hard-linked where possible).
+    # A minimal context: the Dockerfile, its toolkit script and the checked sdist
+    # (hard-linked where possible).
     ctx = tmp_path_factory.mktemp("llm-ctx")
     (ctx / "src").mkdir()
     shutil.copy(HERE / "Dockerfile", ctx)
+    shutil.copy(HERE / "cuda-toolkit.sh", ctx)
     try:
         os.link(sdist, ctx / "src" / sdist.name)
     except OSError:
