@@ -310,6 +310,20 @@ def test_fleet_class_driver_and_torch_pins_suit_the_card(fleet, cls):
         assert hv["torch_runtime_flavour"] == planned["flavour"], f"{host}: {planned['reason']}"
 
 
+def test_every_llm_on_a_gpu_gets_a_driver_that_runs_the_llm_image(inventory):
+    """The preflight's rule (roles/stack/tasks/plan.yml): the kit's CUDA LLM image needs
+    the branch __stack_llm_cuda_min_driver_branch; a sample must not trip it."""
+    _, data, _ = inventory
+    floor = yaml.safe_load((REPO / "roles/stack/vars/main.yml").read_text())[
+        "__stack_llm_cuda_min_driver_branch"]
+    for host in sorted(members(data, "gpu_hosts")):
+        hv = _merged("stack", hostvars(data)[host])
+        if not hv["stack_llm_enabled"] or hv["stack_device"] == "cpu":
+            continue
+        branch = str(hostvars(data)[host].get("nvidia_driver_branch", "auto"))
+        assert branch == "auto" or int(branch) >= floor, f"{host}: branch {branch}"
+
+
 @pytest.mark.parametrize("cls", GPU_CLASSES)
 def test_fleet_class_services_fit_the_classs_smallest_card(fleet, cls):
     for host in sorted(members(fleet, cls)):
