@@ -54,6 +54,7 @@ def load(state: AppState) -> None:
     warning = reduced_english_warning(s.english_g2p, state.phonemizer.english)
     if warning:
         log.warning(warning)
+    warmed = state.phonemizer.warm()
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
                                 workers=s.workers, max_queue=s.max_queue,
                                 batch_tokens=s.batch_tokens)
@@ -67,9 +68,9 @@ def load(state: AppState) -> None:
         state.engine.warm_up(phonemes, pack)
     state.ready = True
     state.metrics.ready.set(1)
-    log.info("ready in %.1f s: engine=%s device=%s voices=%d english_g2p=%s",
+    log.info("ready in %.1f s: engine=%s device=%s voices=%d english_g2p=%s cjk=%s",
              time.perf_counter() - t0, state.engine.name, state.engine.device,
-             len(state.voices.ids()), state.phonemizer.english)
+             len(state.voices.ids()), state.phonemizer.english, ",".join(warmed) or "none")
 
 
 class RequestMetrics:

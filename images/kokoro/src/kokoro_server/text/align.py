@@ -16,6 +16,7 @@ written ("$5.50"), timed over all of them.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -100,6 +101,28 @@ def words_by_spaces(text: str, phonemes: str) -> list[Word]:
     tw, pw = text.split(), _runs(phonemes)
     if len(tw) == len(pw):
         return [Word(t, a, b) for t, (a, b) in zip(tw, pw, strict=True)]
+    return [Word(text.strip(), 0, len(phonemes))] if phonemes else []
+
+
+def words_by_pieces(pieces: Iterable[tuple[str, str]], phonemes: str,
+                    text: str) -> list[Word]:
+    """Words of a G2P's own segmentation, (word, its phonemes) in order, found in the
+    phoneme string the G2P returned (only whitespace may lie between them: the G2P
+    may add or drop spaces between words). Pieces without phonemes are not spoken, so
+    not timed. If they do not add up to the string, one word spans the whole piece."""
+    words, pos = [], 0
+    for surface, ps in pieces:
+        ps = re.sub(r"\s+", " ", ps.strip())
+        if not ps:
+            continue
+        at = phonemes.find(ps, pos)
+        if at < 0 or phonemes[pos:at].strip():
+            break
+        pos = at + len(ps)
+        words.append(Word(surface, at, pos, phonemes[pos:pos + 1].isspace()))
+    else:
+        if not phonemes[pos:].strip():
+            return words
     return [Word(text.strip(), 0, len(phonemes))] if phonemes else []
 
 

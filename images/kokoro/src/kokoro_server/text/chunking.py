@@ -12,6 +12,10 @@ run-on is ready about as soon as that of a short text, where the G2P would other
 read the whole run, and then each half it was split into, before the first audio. The
 first window of a text is shorter still (FIRST_CHARS), as the first audio waits for it.
 
+Chinese and Japanese give several phonemes per character, so a sentence with their
+characters is cut in windows of CJK_CHARS, and one without spaces or clause marks that
+is still too long is halved between characters rather than cut short.
+
 The G2P may also return where each word's phonemes are (align.Word); chunks carry them,
 moved to their place in the chunk's joined phoneme string.
 """
@@ -29,6 +33,10 @@ MAX_TOKENS = 510
 # (one that does not is split further by _split_long, as any long sentence is).
 PRESPLIT_CHARS = 400
 FIRST_CHARS = 150
+# Mandarin gives about 4 phonemes a character, Japanese about 2.9 (misaki's zh and ja):
+# their windows are cut this short so that one mostly fits a pass.
+CJK_CHARS = 100
+_CJK = re.compile("[\u3040-\u30FF\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF]")
 _CLAUSE_MARKS = ",;:，、；：—"
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+|\n+|(?<=[。！？])")
@@ -82,6 +90,13 @@ def presplit(text: str, first_chars: int = PRESPLIT_CHARS,
         yield text[start:].strip()
 
 
+def _windows(sentence: str, first: bool) -> tuple[int, int]:
+    """presplit's (first_chars, max_chars) for a sentence: shorter for Chinese and
+    Japanese, whose characters give several phonemes each."""
+    size = CJK_CHARS if _CJK.search(sentence) else PRESPLIT_CHARS
+    return (min(FIRST_CHARS, size) if first else size), size
+
+
 def _phonemize(g2p: G2p, text: str) -> tuple[str, tuple[Word, ...]]:
     out = g2p(text)
     return (out, ()) if isinstance(out, str) else (out[0], tuple(out[1]))
@@ -97,6 +112,9 @@ def _split_long(text: str, g2p: G2p,
     parts = [p for p in _CLAUSE.split(text) if p.strip()]
     if len(parts) == 1:
         words = text.split()
+        if len(words) == 1 and _CJK.search(text) and len(text) > 1:
+            # Chinese or Japanese without clause marks: halve it between characters
+            words = [text[:len(text) // 2], text[len(text) // 2:]]
         if len(words) == 1:  # one absurdly long "word": speak what fits
             yield text, ps[:limit], tuple(w.shifted(0, limit) for w in ws)
             return
@@ -127,7 +145,7 @@ def chunk_text(text: str, g2p: G2p, target: int = 300,
     buf_ps: list[str] = []
     buf_words: list[tuple[Word, ...]] = []
     pieces = (piece for n, sentence in enumerate(split_sentences(text))
-              for piece in presplit(sentence, FIRST_CHARS if n == 0 else PRESPLIT_CHARS))
+              for piece in presplit(sentence, *_windows(sentence, n == 0)))
     for sentence in pieces:
         for piece, ps, words in _split_long(sentence, g2p, limit):
             joined = len(" ".join([*buf_ps, ps]))

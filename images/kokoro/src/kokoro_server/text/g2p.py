@@ -5,10 +5,12 @@ part-of-speech tags (heteronyms such as "read"/"lead", currency, number reading 
 context); without it a blank spaCy tokenizer plus a small rule tagger keeps the
 lexicon, punctuation and plain number reading, and espeak-ng handles unknown words.
 Spanish, French, Hindi, Italian and Portuguese use espeak-ng (espeakng-loader bundles
-it). Japanese and Mandarin need misaki[ja] / misaki[zh].
+it). Japanese and Mandarin use misaki's ja (cutlet) and zh G2Ps (text/cjk.py), when
+the image has the package's `cjk` extra.
 
 Each G2P also says where every word's phonemes are (align.Word), for captions: English
-from misaki's tokens, the other languages by pairing space-separated words.
+from misaki's tokens, Japanese and Mandarin from their G2P's own words, the other
+languages by pairing space-separated words.
 """
 from __future__ import annotations
 
@@ -143,20 +145,27 @@ def _make_espeak(lang: str) -> G2pFn:
 
 
 def _make_cjk(lang: str) -> G2pFn:
+    from . import cjk
+
+    extra = cjk.EXTRA[lang]
     try:
-        if lang == "j":
-            from misaki import ja
-
-            g2p = ja.JAG2P()
-        else:
-            from misaki import zh
-
-            g2p = zh.ZHG2P()
-    except Exception as exc:
+        return cjk.make_ja() if lang == "j" else cjk.make_zh()
+    except ImportError as exc:
         raise ApiError(400, "language_unavailable",
-                       f"{LANGUAGES[lang]} needs misaki[{'ja' if lang == 'j' else 'zh'}], "
-                       "which this image does not include", "lang_code") from exc
-    return _by_spaces(g2p)
+                       f"{LANGUAGES[lang]} needs the server's '{extra}' extra (misaki[{extra}] "
+                       f"without its downloads: missing module {exc.name!r}), which this "
+                       "image was built without; rebuild it with the default build argument "
+                       "LANGUAGE_EXTRAS=cjk", "lang_code") from exc
+
+
+def cjk_installed() -> list[str]:
+    """The CJK languages whose G2P dependencies are importable here."""
+    import importlib.util
+
+    need = {"j": ("fugashi", "unidic_lite", "jaconv", "mojimoji"),
+            "z": ("jieba", "pypinyin", "cn2an", "ordered_set")}
+    return [lang for lang, mods in need.items()
+            if all(importlib.util.find_spec(m) for m in mods)]
 
 
 class Phonemizer:
@@ -180,6 +189,20 @@ class Phonemizer:
                     self._g2p[lang] = _make_cjk(lang)
                 self._locks[lang] = threading.Lock()
             return self._g2p[lang], self._locks[lang]
+
+    def warm(self) -> list[str]:
+        """Build and run every installed CJK G2P once, so the first request does not pay
+        for it (jieba builds its dictionary on first use: 0.6 s). Returns those warmed."""
+        warmed = []
+        for lang, sample in (("j", "こんにちは。"), ("z", "你好。")):
+            if lang in cjk_installed():
+                try:
+                    self.align(sample, lang)
+                except ApiError as exc:  # half installed: requests get the same 400
+                    log.warning("%s", exc.message)
+                    continue
+                warmed.append(lang)
+        return warmed
 
     def ensure(self, lang: str) -> None:
         """Build the language's G2P now; ApiError(400) if it is not installed."""
