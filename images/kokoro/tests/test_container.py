@@ -7,12 +7,14 @@ kokoro-deploy/debian:12, made by tests/testbed/up.sh). Without them the test fai
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from kokoro_testlib import REPO, decode_audio, free_port
 
@@ -115,3 +117,23 @@ def test_container_refuses_to_start_on_a_public_bind_without_keys(image, model_d
     r = docker("run", "--rm", "-v", f"{model_dir}:/models:ro", image, check=False)
     assert r.returncode != 0
     assert "needs API keys" in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("voice,text", [("jf_alpha", "こんにちは、世界。今日はいい天気です。"),
+                                        ("zf_xiaobei", "你好，世界。今天天气很好。")])
+def test_japanese_and_mandarin_stream_from_the_container(container, voice, text):
+    """The image's default LANGUAGE_EXTRAS=cjk: both G2Ps work in it, warmed at start,
+    and jieba writes no cache file into the container."""
+    name, url = container
+    req = urllib.request.Request(
+        url + "/v1/audio/speech", method="POST",
+        data=json.dumps({"input": text, "voice": voice, "response_format": "pcm",
+                         "stream": True}).encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        pcm = np.frombuffer(r.read(), "<i2")
+    assert 1.0 < len(pcm) / 24000 < 10.0
+    logs = docker("logs", name)
+    assert "cjk=j,z" in logs.stdout + logs.stderr
+    r = docker("exec", name, "sh", "-c", "ls -a /tmp", check=False)
+    assert "jieba" not in r.stdout

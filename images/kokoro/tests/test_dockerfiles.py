@@ -108,7 +108,20 @@ def test_gpu_image_pins_a_torch_build_with_sm_120():
 
 def test_cpu_image_installs_no_torch():
     text = lineage("build-cpu") + lineage("cpu")
-    assert '"/src[onnx]"' in text and "torch" not in text
+    assert '"/src[onnx${LANGUAGE_EXTRAS:+,$LANGUAGE_EXTRAS}]"' in text and "torch" not in text
+
+
+def test_both_images_install_japanese_and_mandarin_unless_told_not_to():
+    """LANGUAGE_EXTRAS defaults to the package's cjk extra, declared before the first
+    stage and named by both build stages (else they would see it empty); the build
+    fails unless the G2Ps it asked for (or none, when empty) warm up."""
+    assert re.findall(r"^ARG LANGUAGE_EXTRAS=(\S*)$", TEXT, re.M) == ["cjk"]
+    assert TEXT.index("ARG LANGUAGE_EXTRAS=") < TEXT.index("\nFROM ")
+    for target in TARGETS:
+        body = stages()[f"build-{target}"][1]
+        assert re.search(r"^ARG LANGUAGE_EXTRAS$", body, re.M), target
+        assert "${LANGUAGE_EXTRAS:+,$LANGUAGE_EXTRAS}]" in body, target
+        assert "Phonemizer('lite').warm()" in body, target
 
 
 def test_gpu_image_torch_is_the_manifests():
