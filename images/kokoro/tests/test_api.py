@@ -82,7 +82,8 @@ def test_voices_lists_the_54_stock_voices_with_language_and_gender(client):
     voices = {v["id"]: v for v in client.get("/v1/audio/voices").json()["voices"]}
     assert len(voices) == 54
     assert voices["af_heart"] == {"id": "af_heart", "name": "af_heart", "lang_code": "a",
-                                  "language": "American English", "gender": "female"}
+                                  "language": "American English", "gender": "female",
+                                  "available": True}
     assert voices["bm_george"]["gender"] == "male"
     assert {v["lang_code"] for v in voices.values()} == set("abefhijpz")
 

@@ -241,3 +241,11 @@ def test_lang_code_picks_the_cjk_g2p_for_any_voice(client, lang, voice):
 def test_an_unknown_lang_code_is_still_refused(client):
     r = client.post("/v1/audio/speech", json={"input": "你好", "lang_code": "zz"})
     assert_error(r, 400, "unsupported_language")
+
+
+def test_voices_say_which_languages_this_build_can_speak(client, monkeypatch):
+    listed = client.get("/v1/audio/voices").json()["voices"]
+    assert all(v["available"] for v in listed)
+    monkeypatch.setitem(sys.modules, "jieba", None)  # as if built with LANGUAGE_EXTRAS=ja
+    listed = client.get("/v1/audio/voices").json()["voices"]
+    assert {v["lang_code"] for v in listed if not v["available"]} == {"z"}

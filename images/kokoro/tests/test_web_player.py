@@ -343,3 +343,18 @@ def test_player_plays_each_format(browser, onnx_server, fmt):
         f".{fmt}")
     assert browser.find_element(By.ID, "meta").text.startswith(fmt.upper())
     assert errors(browser) == []
+
+
+def test_player_disables_the_voices_of_a_language_the_image_lacks(browser, onnx_server,
+                                                                 monkeypatch):
+    monkeypatch.setitem(sys.modules, "jieba", None)  # as if built with LANGUAGE_EXTRAS=ja
+    open_player(browser, onnx_server.url, API_KEY)
+    wait_for(browser, "return Number(document.getElementById('voice').dataset.loaded)")
+    options = browser.execute_script(
+        "return [...document.querySelectorAll('#voice option')]"
+        ".map(o => [o.value, o.disabled, o.textContent]);")
+    off = {value: text for value, disabled, text in options if disabled}
+    assert set(off) == {value for value, _, _ in options if value.startswith("z")} != set()
+    assert all(text.endswith("not in this image") for text in off.values())
+    assert browser.execute_script("return document.getElementById('voice').value") == "af_heart"
+    assert errors(browser) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..schemas import MODELS
-from ..text.g2p import LANGUAGES
+from ..text.g2p import LANGUAGES, available_languages
 from .deps import State, require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -12,8 +12,10 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @router.get("/v1/audio/voices")
 def list_voices(st: State) -> dict:
+    available = available_languages()
     voices = [{"id": v.id, "name": v.id, "lang_code": v.lang_code,
-               "language": LANGUAGES.get(v.lang_code, v.lang_code), "gender": v.gender}
+               "language": LANGUAGES.get(v.lang_code, v.lang_code), "gender": v.gender,
+               "available": v.lang_code in available}
               for v in (st.voices.info[i] for i in st.voices.ids())]
     return {"voices": voices}
 

@@ -152,10 +152,16 @@ def _make_cjk(lang: str) -> G2pFn:
         return cjk.make_ja() if lang == "j" else cjk.make_zh()
     except ImportError as exc:
         raise ApiError(400, "language_unavailable",
-                       f"{LANGUAGES[lang]} needs the server's '{extra}' extra (misaki[{extra}] "
-                       f"without its downloads: missing module {exc.name!r}), which this "
-                       "image was built without; rebuild it with the default build argument "
-                       "LANGUAGE_EXTRAS=cjk", "lang_code") from exc
+                       f"{LANGUAGES[lang]} needs the server package's '{extra}' extra "
+                       f"(missing module {exc.name!r}), which this image was built without; "
+                       f"rebuild it with LANGUAGE_EXTRAS=cjk (the default) or {extra}, or "
+                       f"install kokoro-server[{extra}]", "lang_code") from exc
+
+
+def available_languages() -> set[str]:
+    """The languages this server can read text in (Japanese and Mandarin only where
+    their extra is installed)."""
+    return set(LANGUAGES) - {"j", "z"} | set(cjk_installed())
 
 
 def cjk_installed() -> list[str]:

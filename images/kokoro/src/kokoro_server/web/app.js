@@ -78,12 +78,17 @@
       option.value = v.id;
       option.textContent = `${prettyName(v.id)} (${v.gender}, ${v.id})`;
       option.dataset.lang = v.lang_code;
+      if (v.available === false) {  // a language this image was built without
+        option.disabled = true;
+        option.textContent += " — not in this image";
+      }
       groups.get(label).append(option);
     }
     el.voice.replaceChildren(...groups.values());
     const ids = sorted.map((v) => v.id);
-    el.voice.value = ids.includes(previous) ? previous
-      : ids.includes("af_heart") ? "af_heart" : (ids[0] || "");
+    const usable = sorted.filter((v) => v.available !== false).map((v) => v.id);
+    el.voice.value = usable.includes(previous) ? previous
+      : usable.includes("af_heart") ? "af_heart" : (usable[0] || "");
     el.voice.disabled = ids.length === 0;
     el.speak.disabled = ids.length === 0;
     el.voice.dataset.loaded = String(ids.length);
