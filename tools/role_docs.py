@@ -268,20 +268,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 naming each README that differs"
     )
+    parser.add_argument(
+        "--roles-dir", type=Path, default=ROLES_DIR, help="the roles folder (default: the kit's)"
+    )
     parser.add_argument("roles", nargs="*", metavar="ROLE", help="roles (default: all)")
     args = parser.parse_args(argv)
     stale = []
     try:
-        for role_dir in role_dirs(args.roles):
+        for role_dir in role_dirs(args.roles, args.roles_dir):
             path = role_dir / "README.md"
+            rel = str(path.relative_to(args.roles_dir.parent))
             old = path.read_text() if path.is_file() else ""
             try:
                 new = updated_readme(old, role_block(role_dir))
             except RoleDocsError as err:
-                raise RoleDocsError(f"{path.relative_to(REPO)}: {err}") from None
+                raise RoleDocsError(f"{rel}: {err}") from None
             if new == old:
                 continue
-            rel = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
             if args.check:
                 stale.append(rel)
                 diff = difflib.unified_diff(
