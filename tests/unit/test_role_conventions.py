@@ -17,15 +17,20 @@ def _load(path: Path) -> dict:
 @pytest.mark.parametrize("role", ROLES)
 def test_role_defaults_are_prefixed_and_match_the_argument_spec(role):
     defaults = _load(REPO / "roles" / role / "defaults" / "main.yml")
-    spec = _load(REPO / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]
-    options = spec.get("options", {})
+    specs = _load(REPO / "roles" / role / "meta" / "argument_specs.yml")["argument_specs"]
+    options = specs["main"].get("options", {})
     assert all(name.startswith(f"{role}_") for name in defaults), (
         "prefix variables with the role name"
     )
     assert set(defaults) <= set(options), f"undocumented defaults: {set(defaults) - set(options)}"
-    for name, value in defaults.items():
-        if "default" in options[name]:
-            assert options[name]["default"] == value, f"{name}: argument spec default differs"
+    # Every entry point's options (stack's plan, rollback, publish too): a default the spec
+    # documents is the one defaults/main.yml sets, and a documented default is really set.
+    for entry, spec in specs.items():
+        for name, option in (spec.get("options") or {}).items():
+            if "default" not in option:
+                continue
+            assert name in defaults, f"{entry}: {name} documents a default defaults/main.yml lacks"
+            assert option["default"] == defaults[name], f"{entry}: {name}: spec default differs"
 
 
 # Roles converged by another role's scenario, and the playbook that scenario imports for
