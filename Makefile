@@ -11,7 +11,7 @@ export KOKORO_DEPLOY_MIRROR ?= http://127.0.0.1:18080/
 # The local stand-in for the public base image that container tests build on.
 export KOKORO_DEPLOY_BASE_IMAGE ?= kokoro-deploy/debian:12
 
-.PHONY: help venv testbed lint unit server molecule test demo demo-down bench soak images bundle image-cpu image-gpu
+.PHONY: help venv testbed lint unit server molecule test demo demo-down bench soak images bundle image-cpu image-gpu test-gpu-image
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
@@ -54,6 +54,9 @@ image-cpu: testbed  ## Build the Kokoro CPU image (ONNX engine, no torch).
 
 image-gpu: testbed  ## Build the Kokoro GPU image (torch cu128, ~3.5 GB of wheels).
 	docker build -f images/kokoro/Dockerfile --target gpu -t kokoro-deploy/kokoro:gpu .
+
+test-gpu-image: testbed  ## Build the GPU image and speak all 54 voices with it on the CPU (~15 min).
+	$(VENV)/bin/pytest images/kokoro/tests -m gpu_image
 
 demo: testbed  ## Converge site.yml on a local sandbox host and show how to use it.
 	bash tests/testbed/demo.sh

@@ -124,3 +124,15 @@ def recognise():
         return hyp.hypstr.lower().split() if hyp else []
 
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave the GPU image's tests out unless the marker expression names them
+    (`pytest -m gpu_image`, `make test-gpu-image`): building that image takes about
+    10 minutes and 3.5 GB of wheels, too much for every run."""
+    if "gpu_image" in (config.getoption("markexpr") or ""):
+        return
+    chosen = [i for i in items if i.get_closest_marker("gpu_image") is None]
+    if len(chosen) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+        items[:] = chosen

@@ -157,6 +157,55 @@ class ServerThread:
         self.thread.join(timeout=30)
 
 
+# One sentence per language Kokoro speaks (lang_code -> text), for tests that speak with
+# every stock voice: each voice gets its own language's sentence. One sentence each, so
+# one chunk: test_gpu_image's exact length check counts one pass's two pad tokens.
+LANGUAGE_SAMPLES = {
+    "a": "The weather is nice today and the children are playing in the park.",
+    "b": "Please call me back tomorrow morning when you have time.",
+    "e": "Buenos días, me llamo Dora y vivo en una ciudad pequeña.",
+    "f": "Bonjour, je m'appelle Siwis et j'habite dans une petite ville.",
+    "h": "नमस्ते, मेरा नाम अल्फा है और मैं एक छोटे शहर में रहती हूँ।",
+    "i": "Buongiorno, mi chiamo Sara e vivo in una piccola città.",
+    "j": "東京タワーの高さはとても高いです。",
+    "p": "Bom dia, meu nome é Dora e eu moro em uma pequena cidade.",
+    "z": "我们明天一起去北京看长城，然后回家吃饭。",
+}
+
+
+def speak_every_voice(url: str, key: str, stream: bool = False, phonemes: bool = False,
+                      only_lang: str | None = None) -> dict[str, dict]:
+    """Speak LANGUAGE_SAMPLES[lang] with every voice the server lists (or only those of
+    language `only_lang`), over HTTP.
+
+    Returns {voice id: {"lang": lang_code, "pcm": int16 samples, "tokens": the
+    phonemize endpoint's token ids for the same text (when `phonemes`)}}. Fails on a
+    voice the server lists as unavailable or a request that is not answered with audio."""
+    import httpx
+
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=300) as client:
+        voices = client.get("/v1/audio/voices").json()["voices"]
+        unavailable = [v["id"] for v in voices if not v.get("available", True)]
+        assert not unavailable, f"voices listed as unavailable: {unavailable}"
+        spoken = {}
+        for v in voices:
+            lang = v["lang_code"]
+            if only_lang and lang != only_lang:
+                continue
+            body = {"input": LANGUAGE_SAMPLES[lang], "voice": v["id"],
+                    "response_format": "pcm", "stream": stream}
+            r = client.post("/v1/audio/speech", json=body)
+            assert r.status_code == 200, (v["id"], r.text)
+            spoken[v["id"]] = {"lang": lang, "pcm": np.frombuffer(r.content, "<i2")}
+            if phonemes:
+                p = client.post("/v1/audio/phonemize",
+                                json={"input": LANGUAGE_SAMPLES[lang], "voice": v["id"]})
+                assert p.status_code == 200, (v["id"], p.text)
+                spoken[v["id"]]["tokens"] = p.json()["tokens"]
+    return spoken
+
+
 ERROR_KEYS = {"message", "type", "code", "param"}
 
 

@@ -8,68 +8,22 @@ kokoro-deploy/debian:12, made by tests/testbed/up.sh). Without them the test fai
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-from kokoro_testlib import REPO, decode_audio, free_port
-
-sys.path.insert(0, str(REPO / "tests" / "testbed"))
-from containers import docker, docker_missing, wait_until_healthy
+from image_build import build_image, docker, wait_until_healthy
+from kokoro_testlib import LANGUAGE_SAMPLES, decode_audio, free_port, speak_every_voice
 
 pytestmark = pytest.mark.container
 
 IMAGE = "kokoro-deploy/kokoro:test-cpu"
-BASE = os.environ.get("KOKORO_DEPLOY_BASE_IMAGE", "kokoro-deploy/debian:12")
 KEY = "container-test-key"
-HOST_CA = Path(os.environ.get("KOKORO_DEPLOY_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt"))
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"container test cannot run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def build_context(dest: Path) -> Path:
-    """The build context the image needs, nothing more (the repo root holds venvs and
-    model caches): manifest, package, Dockerfile, this machine's CA for the proxy, and
-    the en_core_web_sm wheel if the test bed built one."""
-    kokoro = dest / "images" / "kokoro"
-    kokoro.mkdir(parents=True)
-    shutil.copy(REPO / "manifest.yml", dest)
-    src = REPO / "images" / "kokoro"
-    for name in ("Dockerfile", "pyproject.toml", "README.md"):
-        shutil.copy(src / name, kokoro)
-    shutil.copytree(src / "src", kokoro / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    extra_ca = dest / "images" / "extra-ca"
-    extra_ca.mkdir()
-    shutil.copy(REPO / "images" / "extra-ca" / "trust.sh", extra_ca)
-    (kokoro / "wheels").mkdir()
-    if HOST_CA.is_file():
-        shutil.copy(HOST_CA, extra_ca / "host.crt")
-    for whl in (REPO / ".cache" / "wheels").glob("en_core_web_sm-*.whl"):
-        shutil.copy(whl, kokoro / "wheels")
-    return dest
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    reason = docker_missing(BASE)
-    if reason:
-        _unavailable(reason)
-    ctx = build_context(tmp_path_factory.mktemp("ctx"))
-    # The test bed's spaCy model is in the context's wheels/ (its release is out of reach).
-    r = docker("build", "-q", "--target", "cpu", "--build-arg", f"BASE_IMAGE={BASE}",
-               "--build-arg", "SPACY_MODEL_WHEEL=", "-t", IMAGE,
-               "-f", str(ctx / "images/kokoro/Dockerfile"), str(ctx), check=False)
-    assert r.returncode == 0, f"docker build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return IMAGE
+    return build_image("cpu", IMAGE, tmp_path_factory.mktemp("ctx"))
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +91,17 @@ def test_japanese_and_mandarin_stream_from_the_container(container, voice, text)
     assert "cjk=j,z" in logs.stdout + logs.stderr
     r = docker("exec", name, "sh", "-c", "ls -a /tmp", check=False)
     assert "jieba" not in r.stdout
+
+
+def test_all_54_stock_voices_speak_from_the_container(container):
+    """Every voice in its own language (nine, Japanese and Mandarin included), at a rate
+    people speak: 8-25 phonemes a second (test_cjk's bounds, which the espeak languages'
+    8-25 characters a second become where a character is several phonemes)."""
+    _, url = container
+    spoken = speak_every_voice(url, KEY, phonemes=True)
+    assert len(spoken) == 54
+    assert {s["lang"] for s in spoken.values()} == set(LANGUAGE_SAMPLES)
+    for voice, s in spoken.items():
+        n, seconds = len(s["tokens"]), len(s["pcm"]) / 24000
+        assert n / 25 < seconds < n / 8, (voice, n, seconds)
+        assert np.sqrt(np.mean((s["pcm"] / 32768.0) ** 2)) > 0.01, voice
