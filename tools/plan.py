@@ -41,7 +41,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "stack"
 PLANNER = ROLE / "filter_plugins" / "kokoro_vram.py"
-GPU_DECISIONS = ROOT / "roles" / "gpu_facts" / "filter_plugins" / "kokoro_gpu.py"
 DEFAULTS = ROLE / "defaults" / "main.yml"
 PLAN_TASKS = ROLE / "tasks" / "plan.yml"
 
@@ -63,16 +62,19 @@ def load_module(name: str, path: Path) -> ModuleType:
     return module
 
 
+# The kit's collection (plugins/module_utils), which the filter plugins import.
+sys.path.insert(0, str(ROOT / "ansible" / "collections"))
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table  # noqa: E402
+
 kv = load_module("kokoro_vram", PLANNER)
-kg = load_module("kokoro_gpu", GPU_DECISIONS)
 
 
 # ----------------------------------------------------------------------------- cards
 
 
 def known_cards() -> list[tuple[str, int]]:
-    """(name, MiB) of every card the planner's table knows, once each."""
-    return sorted(set(kv.PCI_DEVICE_VRAM.values()), key=lambda card: (card[1], card[0]))
+    """(name, MiB) of every card whose size the kit's GPU table knows, once each."""
+    return gpu_table.sized_cards()
 
 
 def _known_list() -> str:
@@ -85,17 +87,18 @@ def _compact(text: str) -> str:
 
 def card_by_pci_id(device_id: str) -> tuple[str, int]:
     device_id = device_id.lower()
-    if device_id in kv.PCI_DEVICE_VRAM:
-        return kv.PCI_DEVICE_VRAM[device_id]
-    if device_id in kg.PCI_DEVICE_CC:
+    known = gpu_table.card(device_id)
+    if known and known.memory_mib:
+        return known.name, known.memory_mib
+    if known:
         raise PlanError(
-            f"PCI id 10de:{device_id}: gpu_facts knows it (compute capability "
-            f"{kg.PCI_DEVICE_CC[device_id]}) but the planner's VRAM table has no figure for "
-            "it; give its memory instead: --vram-mib N (nvidia-smi --query-gpu=memory.total "
+            f"PCI id 10de:{device_id}: the kit's GPU table knows it ({known.name}, compute "
+            f"capability {known.compute_cap}) but has no memory figure for it; give its "
+            "memory instead: --vram-mib N (nvidia-smi --query-gpu=memory.total "
             "--format=csv prints it)"
         )
     raise PlanError(
-        f"PCI id 10de:{device_id} is not in the planner's table; give the card's memory "
+        f"PCI id 10de:{device_id} is not in the kit's GPU table; give the card's memory "
         f"instead: --vram-mib N. The table knows:\n{_known_list()}"
     )
 
@@ -112,7 +115,7 @@ def card_by_name(text: str) -> tuple[str, int]:
         return found[0]
     if not found:
         raise PlanError(
-            f"unknown card {text!r}. The planner's table knows:\n{_known_list()}\n"
+            f"unknown card {text!r}. The kit's GPU table knows:\n{_known_list()}\n"
             "For another card give its memory in MiB instead: --vram-mib N (nvidia-smi "
             "--query-gpu=memory.total --format=csv prints it)"
         )
@@ -121,7 +124,7 @@ def card_by_name(text: str) -> tuple[str, int]:
 
 
 def parse_card(text: str) -> tuple[str, int]:
-    """A card named by the user: its name in the planner's table ("RTX 4090", or just
+    """A card named by the user: its name in the kit's GPU table ("RTX 4090", or just
     "4090") or its PCI id (10de:2684; a bare 2684 is no card's name, so it is refused)."""
     text = text.strip()
     match = PCI_ID.match(text)

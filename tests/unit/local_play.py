@@ -16,7 +16,7 @@ def run_local_play(play: Path, variables: dict, *args: str,
     (this interpreter for the tasks), the repository's roles and `env` added to the
     environment; never raises."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1",
-               **(env or {}))
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / "ansible" / "collections"), **(env or {}))
     variables = {"ansible_python_interpreter": sys.executable, **variables}
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), *args, "-i", "localhost,",

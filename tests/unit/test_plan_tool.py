@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table
 from local_play import run_local_play
 
 REPO = Path(__file__).resolve().parents[2]
@@ -284,7 +285,7 @@ def test_an_unknown_card_is_refused_naming_the_known_ones_and_vram_mib():
     assert proc.stdout == ""
     err = proc.stderr
     assert "unknown card 'RTX 9999'" in err
-    for name, mib in kv.PCI_DEVICE_VRAM.values():
+    for name, mib in gpu_table.sized_cards():
         assert f"{name} ({mib} MiB)" in err
     assert "--vram-mib N" in err
 
@@ -294,8 +295,8 @@ def test_an_unknown_card_is_refused_naming_the_known_ones_and_vram_mib():
     [
         (["--card", "A100"], "matches cards of different sizes"),
         (["--card", "2684"], "write a PCI id as 10de:2684 and a VRAM figure as --vram-mib 2684"),
-        (["--card", "10de:2339"], "gpu_facts knows it (compute capability 9.0)"),
-        (["--card", "10de:ffff"], "not in the planner's table"),
+        (["--card", "10de:2339"], "has no memory figure for it; give its memory instead"),
+        (["--card", "10de:ffff"], "not in the kit's GPU table"),
         (["--services", "kokoro"], "which card?"),
         (["--cpu", "--services", "llm"], "kokoro is always planned"),
         (["--cpu", "--services", "kokoro,tts"], "unknown tts"),

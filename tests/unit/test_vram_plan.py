@@ -138,7 +138,7 @@ def test_16gb_all_three_names_the_knobs_that_make_it_fit():
         "disable ComfyUI (stack_comfyui_enabled: false)",
         "disable the LLM (stack_llm_enabled: false)",
         "use a card with at least 22051 MiB of VRAM for GPU 0 (this NVIDIA GeForce RTX 4080 "
-        "has 16376: 5675 MiB short), e.g. NVIDIA GeForce RTX 4090 (24564 MiB)",
+        "has 16376: 5675 MiB short), e.g. NVIDIA L4 (23034 MiB)",
     ]
 
 

@@ -42,6 +42,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table, nvidia_smi
+
 # --------------------------------------------------------------------------- arches
 
 # Compute capability major -> architecture family. Blackwell spans 10.x (B100/B200),
@@ -449,9 +451,7 @@ NVIDIA_SMI_QUERY = (
 )
 
 
-def _mib(text: str) -> int | None:
-    text = text.strip()
-    return int(float(text)) if re.fullmatch(r"\d+(\.\d+)?", text) else None
+SMI_FIELDS = ("name", "memory.total", "memory.used", "driver_version", "compute_cap")
 
 
 def parse_nvidia_smi(text: str) -> list[dict]:
@@ -460,22 +460,16 @@ def parse_nvidia_smi(text: str) -> list[dict]:
     'compute_cap', 'arch', 'family'}]. Memory reads None where the card reports
     '[N/A]' (unified-memory parts). Raises ValueError on a line it cannot read."""
     gpus = []
-    for line in str(text or "").splitlines():
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.rsplit(",", 4)]
-        if len(fields) != 5:
-            raise ValueError(f"nvidia-smi line has not 5 fields: {line!r}")
-        name, total, used, driver, cap = fields
-        parse_driver_version(driver)
-        major, minor = parse_cc(cap)
+    for row in nvidia_smi.records(text, SMI_FIELDS, free="name"):
+        parse_driver_version(row["driver_version"])
+        major, minor = parse_cc(row["compute_cap"])
         gpus.append(
             {
                 "index": len(gpus),
-                "name": name,
-                "memory_total_mib": _mib(total),
-                "memory_used_mib": _mib(used),
-                "driver_version": driver,
+                "name": row["name"],
+                "memory_total_mib": nvidia_smi.mib(row["memory.total"]),
+                "memory_used_mib": nvidia_smi.mib(row["memory.used"]),
+                "driver_version": row["driver_version"],
                 "compute_cap": f"{major}.{minor}",
                 "arch": f"sm_{major}{minor}",
                 "family": arch_family((major, minor)),
@@ -484,34 +478,11 @@ def parse_nvidia_smi(text: str) -> list[dict]:
     return gpus
 
 
-# NVIDIA PCI device id -> compute capability, for hosts with no driver yet ([PCI-IDS]).
-# Cards outside this table: set gpu_facts_compute_capability.
-PCI_DEVICE_CC = {
-    "2b85": "12.0",  # GB202 GeForce RTX 5090
-    "2684": "8.9",  # AD102 GeForce RTX 4090
-    "2503": "8.6",  # GA106 GeForce RTX 3060
-    "2504": "8.6",  # GA106 GeForce RTX 3060 Lite Hash Rate
-    "2487": "8.6",  # GA104 GeForce RTX 3060
-    "2204": "8.6",  # GA102 GeForce RTX 3090
-    "20b0": "8.0",  # GA100 A100 SXM4 40GB
-    "20b2": "8.0",  # GA100 A100 SXM4 80GB
-    "20b5": "8.0",  # GA100 A100 PCIe 80GB
-    "20f1": "8.0",  # GA100 A100 PCIe 40GB
-    "2330": "9.0",  # GH100 H100 SXM5 80GB
-    "2331": "9.0",  # GH100 H100 PCIe
-    "2339": "9.0",  # GH100 H100
-    "1eb8": "7.5",  # TU104GL Tesla T4
-    "1e04": "7.5",  # TU102 GeForce RTX 2080 Ti
-    "1b80": "6.1",  # GP104 GeForce GTX 1080
-    "1b81": "6.1",  # GP104 GeForce GTX 1070
-}
-
-
 def parse_pci_devices(text: str) -> list[dict]:
     """Parse lines 'ADDRESS VENDOR DEVICE CLASS' (from /sys/bus/pci/devices/*:
     e.g. '0000:01:00.0 0x10de 0x2684 0x030000') and keep NVIDIA display controllers
     (class 0x03xxxx: VGA or 3D). Returns [{'address', 'device_id', 'compute_cap'}],
-    compute_cap None for a device id outside PCI_DEVICE_CC."""
+    compute_cap None for a device id outside the kit's GPU table (gpu_table)."""
     found = []
     for line in str(text or "").splitlines():
         parts = line.split()
@@ -525,7 +496,7 @@ def parse_pci_devices(text: str) -> list[dict]:
             {
                 "address": address,
                 "device_id": device_id,
-                "compute_cap": PCI_DEVICE_CC.get(device_id),
+                "compute_cap": known.compute_cap if (known := gpu_table.card(device_id)) else None,
             }
         )
     return found

@@ -15,7 +15,6 @@ never reads half a file. Standard library only (runs with the host's python3).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import shutil
@@ -24,13 +23,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+try:  # on a host: roles/monitoring copies the kit's nvidia-smi reader beside this script
+    import nvidia_smi
+except ImportError:  # in the repository: the same file, from the kit's collection
+    from ansible_collections.kokoro.deploy.plugins.module_utils import nvidia_smi
+
 MIB = 1024 * 1024
-GPU_FIELDS = "index,uuid,name,memory.total,memory.used,utilization.gpu,temperature.gpu,power.draw"
-APP_FIELDS = "gpu_uuid,pid,process_name,used_memory"
-# What nvidia-smi prints for a value the card or driver does not report.
-MISSING = re.compile(
-    r"^\[?(N/A|Not Supported|Unknown Error|Insufficient Permissions|GPU is lost)\]?$", re.I
-)
+GPU_FIELDS = ("index", "uuid", "name", "memory.total", "memory.used", "utilization.gpu",
+              "temperature.gpu", "power.draw")
+APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+number = nvidia_smi.number
 
 HELP = {
     "nvidia_smi_up": (
@@ -59,62 +61,43 @@ HELP = {
 }
 
 
-def number(text: str) -> float | None:
-    """A field's value, or None for [N/A], [Not Supported] and the like."""
-    text = text.strip()
-    if not text or MISSING.match(text):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def rows(text: str) -> list[list[str]]:
-    return [
-        [f.strip() for f in row]
-        for row in csv.reader(text.splitlines(), skipinitialspace=True)
-        if row and any(f.strip() for f in row)
-    ]
-
-
 def parse_gpus(text: str) -> list[dict]:
-    """`--query-gpu=<GPU_FIELDS> --format=csv,noheader,nounits` lines, one dict per card."""
+    """`--query-gpu=<GPU_FIELDS> --format=csv,noheader,nounits` lines, one dict per card;
+    also the first five fields alone (stack_smoke's query). Unreadable lines are left out."""
     gpus = []
-    for row in rows(text):
-        if len(row) < 5:
-            continue
-        # A name with a comma in it: the fields after the name are fixed in number.
-        tail = row[-5:] if len(row) >= 8 else row[3:] + [""] * (8 - len(row))
-        name = ",".join(row[2 : len(row) - 5]) if len(row) >= 8 else row[2]
-        total, used, util, temp, power = (number(v) for v in tail)
-        gpus.append(
-            {
-                "index": row[0],
-                "uuid": row[1],
-                "name": name,
-                "memory_total_bytes": None if total is None else total * MIB,
-                "memory_used_bytes": None if used is None else used * MIB,
-                "utilization_ratio": None if util is None else util / 100.0,
-                "temperature_celsius": temp,
-                "power_watts": power,
-            }
-        )
+    for line in text.splitlines():
+        # Eight values, or five; a name with commas adds to the count either way.
+        fields = GPU_FIELDS if line.count(",") >= len(GPU_FIELDS) - 1 else GPU_FIELDS[:5]
+        for row in nvidia_smi.records(line, fields, free="name", strict=False):
+            total, used = (number(row[f]) for f in ("memory.total", "memory.used"))
+            util, temp, power = (number(row.get(f, "")) for f in GPU_FIELDS[5:])
+            gpus.append(
+                {
+                    "index": row["index"],
+                    "uuid": row["uuid"],
+                    "name": row["name"],
+                    "memory_total_bytes": None if total is None else total * MIB,
+                    "memory_used_bytes": None if used is None else used * MIB,
+                    "utilization_ratio": None if util is None else util / 100.0,
+                    "temperature_celsius": temp,
+                    "power_watts": power,
+                }
+            )
     return gpus
 
 
 def parse_apps(text: str) -> list[dict]:
     """`--query-compute-apps=<APP_FIELDS> --format=csv,noheader,nounits` lines."""
     apps = []
-    for row in rows(text):
-        if len(row) < 4 or not row[1].isdigit():
+    for row in nvidia_smi.records(text, APP_FIELDS, free="process_name", strict=False):
+        if not row["pid"].isdigit():
             continue  # "No running processes found" and the like
-        used = number(row[-1])
+        used = number(row["used_memory"])
         apps.append(
             {
-                "gpu_uuid": row[0],
-                "pid": row[1],
-                "process": ",".join(row[2:-1]),
+                "gpu_uuid": row["gpu_uuid"],
+                "pid": row["pid"],
+                "process": row["process_name"],
                 "memory_used_bytes": None if used is None else used * MIB,
             }
         )
@@ -217,9 +200,9 @@ def render(
     return "\n".join(out) + "\n"
 
 
-def query(nvidia_smi: str, what: str, fields: str) -> str:
+def query(smi: str, what: str, fields: tuple[str, ...]) -> str:
     return subprocess.run(
-        [nvidia_smi, f"--query-{what}={fields}", "--format=csv,noheader,nounits"],
+        [smi, f"--query-{what}={','.join(fields)}", "--format=csv,noheader,nounits"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -227,8 +210,8 @@ def query(nvidia_smi: str, what: str, fields: str) -> str:
     ).stdout
 
 
-def collect(nvidia_smi: str, project: str) -> tuple[bool, list[dict], list[dict], dict[str, str]]:
-    exe = shutil.which(nvidia_smi)
+def collect(smi: str, project: str) -> tuple[bool, list[dict], list[dict], dict[str, str]]:
+    exe = shutil.which(smi)
     if exe is None:
         return False, [], [], {}
     try:

@@ -72,6 +72,8 @@ import math
 import re
 from typing import Any
 
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table, nvidia_smi
+
 MIB = 1024 * 1024
 
 # ------------------------------------------------------------------------- constants
@@ -144,27 +146,6 @@ GGML_TYPE_SIZE: dict[str, tuple[int, int]] = {
     "q5_0": (32, 22),
     "q5_1": (32, 24),
     "iq4_nl": (32, 18),
-}
-
-# [NVSMI] NVIDIA PCI device id -> (name, memory.total MiB), for hosts with no driver yet.
-# Cards outside this table: set stack_vram_total_mib.
-PCI_DEVICE_VRAM: dict[str, tuple[str, int]] = {
-    "2b85": ("NVIDIA GeForce RTX 5090", 32607),
-    "2684": ("NVIDIA GeForce RTX 4090", 24564),
-    "2704": ("NVIDIA GeForce RTX 4080", 16376),
-    "2204": ("NVIDIA GeForce RTX 3090", 24576),
-    "2503": ("NVIDIA GeForce RTX 3060", 12288),
-    "2504": ("NVIDIA GeForce RTX 3060", 12288),
-    "20b0": ("NVIDIA A100-SXM4-40GB", 40960),
-    "20f1": ("NVIDIA A100-PCIE-40GB", 40960),
-    "20b2": ("NVIDIA A100-SXM4-80GB", 81920),
-    "20b5": ("NVIDIA A100 80GB PCIe", 81920),
-    "2330": ("NVIDIA H100 80GB HBM3", 81559),
-    "2331": ("NVIDIA H100 PCIe", 81559),
-    "1eb8": ("Tesla T4", 15360),
-    "1e04": ("NVIDIA GeForce RTX 2080 Ti", 11264),
-    "1b80": ("NVIDIA GeForce GTX 1080", 8192),
-    "1b81": ("NVIDIA GeForce GTX 1070", 8192),
 }
 
 SERVICES = ("kokoro", "llm", "comfyui")
@@ -279,12 +260,13 @@ def card_total_mib(gpu: dict, override_mib: int | None = None) -> tuple[int, str
     if override_mib:
         return override_mib, "stack_vram_total_mib"
     device_id = str(gpu.get("device_id") or "").lower().removeprefix("0x")
-    if device_id in PCI_DEVICE_VRAM:
-        return PCI_DEVICE_VRAM[device_id][1], f"PCI id table ({device_id})"
+    known = gpu_table.card(device_id)
+    if known and known.memory_mib:
+        return known.memory_mib, f"PCI id table ({device_id})"
     what = f"PCI id 10de:{device_id}" if device_id else (gpu.get("name") or "no name")
     raise ValueError(
         f"GPU {gpu.get('index', 0)} ({what}): its total VRAM is unknown (no figure from "
-        "nvidia-smi and not in the planner's PCI id table); set stack_vram_total_mib to "
+        "nvidia-smi and not in the kit's GPU table); set stack_vram_total_mib to "
         "the card's memory in MiB"
     )
 
@@ -298,7 +280,8 @@ def _cards(gpus: list[dict] | None, override_mib: int | None) -> dict[int, dict]
         index = _int(gpu.get("index"), "gpu index", position)
         total, source = card_total_mib(gpu, override_mib)
         device_id = str(gpu.get("device_id") or "").lower().removeprefix("0x")
-        name = gpu.get("name") or PCI_DEVICE_VRAM.get(device_id, (f"PCI 10de:{device_id}",))[0]
+        known = gpu_table.card(device_id)
+        name = gpu.get("name") or (known.name if known else f"PCI 10de:{device_id}")
         cards[index] = {"index": index, "name": name, "total_mib": total, "source": source}
     return cards
 
@@ -859,7 +842,7 @@ def _bigger_card(card: dict, need_mib: int) -> str:
     """The card-size suggestion, in MiB as nvidia-smi counts them: a nominal 32 GB card
     has 32607 MiB (31.84 GiB), so a need rounded up to whole GiB ("32 GiB") could name
     the very class the user has. An example is the smallest larger card the planner knows."""
-    larger = sorted((mib, name) for name, mib in PCI_DEVICE_VRAM.values() if mib >= need_mib)
+    larger = [(mib, name) for name, mib in gpu_table.sized_cards() if mib >= need_mib]
     example = (
         f", e.g. {larger[0][1]} ({larger[0][0]} MiB)"
         if larger
@@ -1191,33 +1174,22 @@ NVIDIA_SMI_APPS_QUERY = (
 )
 
 
-def _num(text: str) -> int | None:
-    """'81559' -> 81559; '[N/A]', '[Insufficient Permissions]', '' -> None."""
-    text = text.strip()
-    return int(float(text)) if re.fullmatch(r"\d+(\.\d+)?", text) else None
-
-
 def parse_gpu_uuids(text: str) -> list[dict]:
     """NVIDIA_SMI_GPUS_QUERY output -> [{'index', 'uuid', 'name', 'memory_total_mib',
     'memory_used_mib'}] (memory None where the card prints '[N/A]'). ValueError on a
     line it cannot read."""
+    fields = ("index", "uuid", "name", "memory.total", "memory.used")
     cards = []
-    for line in str(text or "").splitlines():
-        if not line.strip():
-            continue
-        head = [f.strip() for f in line.split(",", 2)]
-        if len(head) != 3:
-            raise ValueError(f"nvidia-smi GPU line has not 5 fields: {line!r}")
-        tail = [f.strip() for f in head[2].rsplit(",", 2)]
-        if len(tail) != 3 or not re.fullmatch(r"\d+", head[0]):
-            raise ValueError(f"nvidia-smi GPU line has not 5 fields: {line!r}")
+    for row in nvidia_smi.records(text, fields, free="name", what="GPU"):
+        if not re.fullmatch(r"\d+", row["index"]):
+            raise ValueError(f"nvidia-smi GPU line has not 5 fields: {row!r}")
         cards.append(
             {
-                "index": int(head[0]),
-                "uuid": head[1],
-                "name": tail[0],
-                "memory_total_mib": _num(tail[1]),
-                "memory_used_mib": _num(tail[2]),
+                "index": int(row["index"]),
+                "uuid": row["uuid"],
+                "name": row["name"],
+                "memory_total_mib": nvidia_smi.mib(row["memory.total"]),
+                "memory_used_mib": nvidia_smi.mib(row["memory.used"]),
             }
         )
     return cards
@@ -1228,22 +1200,20 @@ def parse_compute_apps(text: str) -> list[dict]:
     'used_memory_mib'}]; process_name None for '[Insufficient Permissions]' (a process
     of another PID namespace or user), used memory None for '[N/A]'. Lines without a
     process ('No running processes found') are skipped; ValueError on others."""
+    fields = ("gpu_uuid", "pid", "process_name", "used_memory")
+    lines = "\n".join(line for line in str(text or "").splitlines()
+                      if not line.strip().lower().startswith("no running"))
     apps = []
-    for line in str(text or "").splitlines():
-        if not line.strip() or line.strip().lower().startswith("no running"):
-            continue
-        head = [f.strip() for f in line.split(",", 2)]
-        if len(head) != 3 or not re.fullmatch(r"\d+", head[1]):
-            raise ValueError(f"nvidia-smi compute-apps line has not 4 fields: {line!r}")
-        name, _, used = (f.strip() for f in head[2].rpartition(","))
-        if not _:
-            raise ValueError(f"nvidia-smi compute-apps line has not 4 fields: {line!r}")
+    for row in nvidia_smi.records(lines, fields, free="process_name", what="compute-apps"):
+        if not re.fullmatch(r"\d+", row["pid"]):
+            raise ValueError(f"nvidia-smi compute-apps line has not 4 fields: {row!r}")
+        name = row["process_name"]
         apps.append(
             {
-                "gpu_uuid": head[0],
-                "pid": int(head[1]),
+                "gpu_uuid": row["gpu_uuid"],
+                "pid": int(row["pid"]),
                 "process_name": None if name.startswith("[") else name,
-                "used_memory_mib": _num(used),
+                "used_memory_mib": nvidia_smi.mib(row["used_memory"]),
             }
         )
     return apps
