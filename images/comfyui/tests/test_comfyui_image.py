@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "images/comfyui/Dockerfile"
 ENTRYPOINT = REPO / "images/comfyui/entrypoint.sh"
 MANIFEST = REPO / "manifest.yml"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-IMAGE = Path(__file__).resolve().parents[2] / "images" / "proxy"
+IMAGE = Path(__file__).resolve().parents[1]
 DOCKERFILE = (IMAGE / "Dockerfile").read_text()
 
 
