@@ -23,7 +23,8 @@ The archive holds one folder, kokoro-deploy-bundle-<label>/, with
     bundle.json   what is inside: manifest pins, images with ids, sizes, creation time
     SHA256SUMS    every other file, `sha256sum -c SHA256SUMS` compatible
 
-Models are selected as roles/model_cache selects them (its own filter code is used) and
+Models are selected as roles/model_cache selects them (the same code: the collection's
+plugins/module_utils/model_cache_plan.py and model_cache_lock.py, imported here) and
 every file is checked against manifest.yml's sha256 before it enters the bundle. The
 output is written under a temporary name and renamed at the end; a failure removes
 everything it made. Python 3.11 standard library plus PyYAML.
@@ -35,7 +36,6 @@ import argparse
 import contextlib
 import datetime as dt
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -54,13 +54,19 @@ from typing import BinaryIO
 
 import yaml
 
+# The kit's collection (kokoro.deploy), as Ansible finds it beside the playbooks: the
+# model_cache role's plan, and its companions and lock of digests learned on first use,
+# read as the role reads them. Standard library only, so no Ansible is needed here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ansible" / "collections"))
+from ansible_collections.kokoro.deploy.plugins.module_utils import (
+    model_cache_lock,
+    model_cache_plan,
+)
+
 TOOL_VERSION = "1.1.0"
 BUNDLE_FORMAT = 1
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = ROOT / "manifest.yml"
-PLAN_PLUGIN = ROOT / "roles" / "model_cache" / "filter_plugins" / "model_cache.py"
-# Companion models and the lock of digests learned on first use, read as the role reads them.
-LOCK_PLUGIN = ROOT / "roles" / "model_cache" / "filter_plugins" / "model_cache_lock.py"
 NAME_PREFIX = "kokoro-deploy-bundle-"
 CHUNK = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -160,20 +166,6 @@ def image_reference(image: str) -> str:
     return image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
 
 
-def load_plan_module():
-    spec = importlib.util.spec_from_file_location("model_cache_plan", PLAN_PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_lock_module():
-    spec = importlib.util.spec_from_file_location("model_cache_lock", LOCK_PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def read_lock(path: str | None) -> dict:
     """The model_cache lock file (models.lock.yml), or {} when none is given."""
     if not path:
@@ -189,7 +181,7 @@ def companions(manifest: dict, names: list[str], lock_path: str | None) -> list[
     that, the one the lock recorded on first use; one with neither is an error."""
     if not names:
         return []
-    lk = load_lock_module()
+    lk = model_cache_lock
     try:
         arts = lk.companion_artifacts(manifest, names, read_lock(lock_path),
                                       str(lock_path or "the lock file"))
@@ -739,7 +731,7 @@ def build(args: argparse.Namespace) -> Path:
         manifest = yaml.safe_load(manifest_path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise BundleError(f"cannot read the manifest {manifest_path}: {err}") from None
-    plan = load_plan_module()
+    plan = model_cache_plan
     selection = {
         "engines": args.engines,
         "voices": args.voices,
@@ -1112,7 +1104,7 @@ def check(c: Collected, manifest_path: Path | None,
         manifest = yaml.safe_load(manifest_path.read_text())
         pins = {a["name"]: a["sha256"] for a in manifest["artifacts"]}
         # Companions: manifest.yml's pin, else the lock's digest (trust on first use).
-        lk = load_lock_module()
+        lk = model_cache_lock
         companion_names = lk.companion_names(manifest.get("companions"))
         try:
             comp = lk.companion_artifacts(manifest, companion_names, read_lock(lock_path),

@@ -1,5 +1,7 @@
 """daemon.json as the docker_engine role writes it: the file that is there, with the
-role's keys merged in. Pure functions (tests/unit/test_docker_engine_daemon_json.py)."""
+role's keys merged in. Pure functions, standard library only: the role's filters
+(roles/docker_engine/filter_plugins/docker_engine.py) and
+tests/unit/test_docker_engine_daemon_json.py import them."""
 
 from __future__ import annotations
 
@@ -48,11 +50,3 @@ def merge_daemon_json(existing, managed, options=None, absent_keys=()):
     for key in absent_keys:
         merged.pop(key, None)
     return merged
-
-
-class FilterModule:
-    def filters(self):
-        return {
-            "docker_engine_managed_keys": managed_keys,
-            "docker_engine_merge_daemon_json": merge_daemon_json,
-        }

@@ -1,6 +1,8 @@
 """Address logic of the firewall role, with the standard library's ipaddress only (no
 netaddr on the controller): sources split by family for the nft template, and the
-lockout check's question "would the new rules let this connection in?"."""
+lockout check's question "would the new rules let this connection in?". The firewall
+role's filters (filter_plugins/firewall.py) and tests/unit/test_firewall_filters.py
+import these functions."""
 
 from __future__ import annotations
 
@@ -66,11 +68,3 @@ def connection_allowed(client, port, open_ports=(), restricted=(), proto="tcp", 
             if net.version == addr.version and addr in net:
                 return True
     return False
-
-
-class FilterModule:
-    def filters(self):
-        return {
-            "firewall_split_sources": split_sources,
-            "firewall_connection_allowed": connection_allowed,
-        }

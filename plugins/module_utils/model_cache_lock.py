@@ -6,8 +6,9 @@ the digest Hugging Face declares at the revision (its LFS metadata), checks the 
 against it, and the controller records {repo, file, revision, commit, size, sha256} in
 the lock. From then on every host, tools/bundle.py and the bundle's verify use the
 lock's commit and digest: trust on first use. A digest pinned in manifest.yml always
-wins over the lock. Pure functions: tools/bundle.py and the stack role load this file
-by path, and tests/unit/test_model_cache_lock.py covers it.
+wins over the lock. Pure functions, standard library only: roles/model_cache's filters
+(filter_plugins/model_cache_lock.py), the stack role's model checks (stack_models.py)
+and tools/bundle.py import them, and tests/unit/test_model_cache_lock.py covers them.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def stack_companions(llm_enabled, llm_model, llm_file, comfyui_enabled, comfyui_
 
 def _truthy(value) -> bool:
     """Ansible's `| bool` for the usual spellings, without importing Ansible: this module
-    is also loaded by tools/bundle.py, which needs only the standard library and PyYAML."""
+    is also imported by tools/bundle.py, which needs only the standard library and PyYAML."""
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
@@ -154,25 +155,3 @@ def with_learned(artifacts: list[dict], learned: list[dict]) -> list[dict]:
         out.append({**a, "sha256": e["sha256"], "size": e["size"]} if e and not a["sha256"]
                    else a)
     return out
-
-
-def _wrap(fn):
-    def inner(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except LockError as err:
-            from ansible.errors import AnsibleFilterError
-
-            raise AnsibleFilterError(f"model_cache: {err}") from None
-
-    return inner
-
-
-class FilterModule:
-    def filters(self):
-        return {
-            "model_cache_companions": _wrap(companion_artifacts),
-            "model_cache_stack_companions": _wrap(stack_companions),
-            "model_cache_lock_merge": _wrap(merge_lock),
-            "model_cache_with_learned": _wrap(with_learned),
-        }

@@ -1,5 +1,7 @@
-"""Filters for the model_cache role: which manifest artifacts a host needs, and where
-each comes from. Pure functions (tests/unit/test_model_cache_plan.py covers them)."""
+"""The model_cache role's plan: which manifest artifacts a host needs, and where each
+comes from. Pure functions, standard library only: roles/model_cache's filters
+(filter_plugins/model_cache.py) and tools/bundle.py import them, and
+tests/unit/test_model_cache_plan.py covers them."""
 
 from __future__ import annotations
 
@@ -146,24 +148,3 @@ def cache_index(artifacts):
         "schema_version": 1,
         "artifacts": [{k: a[k] for k in keys if k in a} for a in artifacts],
     }
-
-
-def _wrap(fn):
-    def inner(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PlanError as err:
-            from ansible.errors import AnsibleFilterError
-
-            raise AnsibleFilterError(f"model_cache: {err}") from None
-
-    return inner
-
-
-class FilterModule:
-    def filters(self):
-        return {
-            "model_cache_select": _wrap(select_artifacts),
-            "model_cache_plan_sources": _wrap(plan_sources),
-            "model_cache_index": _wrap(cache_index),
-        }

@@ -5,7 +5,8 @@ of the monitored group, node exporter, Kokoro, the LLM (where that host runs it)
 with DCGM, the DCGM exporter, each labelled with its host and service. How a service is
 reached follows the host's own roles/stack variables: behind the TLS proxy (one HTTPS
 port, a Bearer key per service, the proxy's CA), or on the port the service publishes.
-tests/unit/test_monitoring_targets.py imports this file directly.
+The role's filter monitoring_scrape_targets (filter_plugins/monitoring_targets.py) and
+tests/unit/test_monitoring_targets.py import it.
 """
 
 from __future__ import annotations
@@ -155,8 +156,3 @@ def scrape_targets(
                 )
             targets.append(target)
     return targets
-
-
-class FilterModule:
-    def filters(self):
-        return {"monitoring_scrape_targets": scrape_targets}

@@ -2,7 +2,8 @@
 built from (a Dockerfile, the files of its build context, its build arguments) reduced to
 one digest on the controller, which names the image on the host. The same recipe gives the
 same tag, so a host builds an image once and again only when the recipe changes
-(tests/unit/test_stack_images.py)."""
+(tests/unit/test_stack_images.py). The stack role's filters (filter_plugins/stack_images.py)
+expose these functions under their own names; only Ansible's controller imports this."""
 
 from __future__ import annotations
 
@@ -238,15 +239,3 @@ def stack_fleet_recipes(hostvars: dict, hosts: list, gpu_hosts: list) -> list:
         if _bool(hv.get("stack_proxy_enabled", False)):
             needed.add("proxy")
     return sorted(needed)
-
-
-class FilterModule:
-    def filters(self):
-        return {"stack_image_recipe": stack_image_recipe, "stack_image_ref": stack_image_ref,
-                "stack_image_plan": stack_image_plan,
-                "stack_image_push_name": stack_image_push_name,
-                "stack_image_repo_digest": stack_image_repo_digest,
-                "stack_image_locked": stack_image_locked,
-                "stack_publish_todo": stack_publish_todo,
-                "stack_image_lock_update": stack_image_lock_update,
-                "stack_fleet_recipes": stack_fleet_recipes}

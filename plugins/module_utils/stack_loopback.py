@@ -1,5 +1,7 @@
 """Is "published on loopback, so no authentication" safe on this host? Pure functions
-over plain data (tests/unit/test_stack_loopback_exposure.py imports this file).
+over plain data, standard library only: the stack role's filter stack_loopback_exposure
+(filter_plugins/stack_loopback.py) and tests/unit/test_stack_loopback_exposure.py
+import them.
 
 A port that Docker publishes on 127.0.0.1 (or ::1) is a DNAT rule in the nat table's
 PREROUTING: `-d 127.0.0.1 --dport 8880 -j DNAT --to <container>:8880`, with no input
@@ -139,10 +141,3 @@ def exposure(services, docker_version, interfaces, firewall=None, firewalld_acti
             "if every machine on that network is trusted, stack_allow_unauthenticated: true."
         ),
     }
-
-
-class FilterModule:
-    """Ansible filters: stack_loopback_exposure."""
-
-    def filters(self):
-        return {"stack_loopback_exposure": exposure}

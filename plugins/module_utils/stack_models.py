@@ -4,21 +4,15 @@ The stack checks them before any image or container is touched (tasks/models.yml
 missing GGUF is "llm: <path> is missing: <how to get it>" and not llama-server's
 "failed to load model" after `up --wait` has timed out. Kokoro is not listed: its server
 checks its own files against manifest.yml at start and names any that are wrong.
+The stack role's filters (filter_plugins/stack_models.py) expose these functions.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from ansible.errors import AnsibleFilterError
 
 # The lock is read as model_cache reads it (one home for its format).
-_LOCK = (Path(__file__).resolve().parents[2] / "model_cache" / "filter_plugins"
-         / "model_cache_lock.py")
-_spec = importlib.util.spec_from_file_location("kokoro_model_cache_lock", _LOCK)
-_lock = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_lock)
+from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_lock as _lock
 
 
 def _digest(f: dict, locked: dict, lock_path: str) -> tuple[str | None, str]:
@@ -101,9 +95,3 @@ def model_problems(files: list[dict], stats: list[dict]) -> list[str]:
                 f"{st.get('checksum')}, {f.get('pinned_by') or 'manifest.yml'} says "
                 f"{f['sha256']}): {f['hint']}")
     return problems
-
-
-class FilterModule:
-    def filters(self):
-        return {"kokoro_stack_model_files": model_files,
-                "kokoro_stack_model_problems": model_problems}

@@ -1,5 +1,6 @@
 """Caddy size strings as bytes, for the proxy's Content-Length check (templates/Caddyfile.j2;
-tests/unit/test_proxy_caddyfile.py checks the rendered numbers against Caddy's own reading)."""
+tests/unit/test_proxy_caddyfile.py checks the rendered numbers against Caddy's own reading),
+the stack role's filter stack_size_bytes (filter_plugins/stack_proxy.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,3 @@ def stack_size_bytes(size: str) -> int:
         raise AnsibleFilterError(
             f"stack_size_bytes: {size!r} is not a size such as 256KiB, 16MiB or 100MB")
     return int(match[1]) * UNITS[match[2]]
-
-
-class FilterModule:
-    def filters(self):
-        return {"stack_size_bytes": stack_size_bytes}

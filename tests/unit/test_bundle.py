@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import importlib.util
 import io
 import json
 import os
@@ -19,8 +18,10 @@ import tarfile
 import threading
 from pathlib import Path
 
+import bundle
 import pytest
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_plan as plan
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "bundle.py"
@@ -29,17 +30,6 @@ FILES = ["kokoro/config.json", "kokoro/voices/af_heart.pt", "kokoro/voices/bf_em
 SELECT = ["--engines", "--groups", "kokoro", "--voices", "af_heart", "bf_emma"]
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bundle = _load("kokoro_deploy_bundle_tool", TOOL)
-plan = _load(
-    "kokoro_deploy_model_cache_plan", ROOT / "roles/model_cache/filter_plugins/model_cache.py"
-)
 
 
 def _unavailable(reason: str):

@@ -2,18 +2,10 @@
 roles added (the NVIDIA container toolkit's runtime) stay, and the result is stable so
 a second run writes nothing."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "docker_engine_filters", REPO / "roles/docker_engine/filter_plugins/docker_engine.py"
-)
-de = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(de)
+from ansible_collections.kokoro.deploy.plugins.module_utils import docker_engine_daemon_json as de
 
 # What `nvidia-ctk runtime configure --runtime=docker` writes.
 NVIDIA = {

@@ -2,15 +2,8 @@
 a bad one, and the lockout check's decision whether the running SSH connection (client
 address, server port) survives the planned rules."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-PLUGIN = Path(__file__).resolve().parents[2] / "roles/firewall/filter_plugins/firewall.py"
-spec = importlib.util.spec_from_file_location("firewall_filters", PLUGIN)
-fw = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fw)
+from ansible_collections.kokoro.deploy.plugins.module_utils import firewall_addresses as fw
 
 
 def test_sources_are_split_by_family():

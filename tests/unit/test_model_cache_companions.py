@@ -5,7 +5,6 @@ X-Linked-Size on a 302 to a CDN-like host, Range on the CDN), with the tiny GGUF
 digest held, a manifest pin checked against Hugging Face's word, nothing half-written."""
 
 import hashlib
-import importlib.util
 import json
 import threading
 import urllib.error
@@ -15,12 +14,9 @@ from pathlib import Path
 import hf_standin
 import pytest
 import tiny_gguf
+from ansible_collections.kokoro.deploy.plugins.modules import model_cache_fetch as fetch
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "model_cache_fetch_companions", REPO / "roles/model_cache/library/model_cache_fetch.py")
-fetch = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fetch)
 
 HF_REPO, HF_FILE = "Qwen/Qwen3-8B-GGUF", "Qwen3-8B-Q4_K_M.gguf"
 CACHE_PATH = "llm/Qwen3-8B-Q4_K_M.gguf"

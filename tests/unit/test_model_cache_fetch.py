@@ -1,12 +1,12 @@
-"""roles/model_cache/library/model_cache_fetch.py against a real HTTP server on
+"""plugins/modules/model_cache_fetch.py against a real HTTP server on
 loopback (the same mirror server the Molecule scenario runs on its test hosts): fetch,
 digest checks, resume, replacement of a wrong file, clean failure, bundle adoption."""
 
 import functools
 import hashlib
-import importlib.util
 import json
 import random
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -14,19 +14,12 @@ from pathlib import Path
 
 import pytest
 from ansible.module_utils.urls import open_url
+from ansible_collections.kokoro.deploy.plugins.modules import model_cache_fetch as fetch
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fetch = _load("model_cache_fetch", REPO / "roles/model_cache/library/model_cache_fetch.py")
-mirror_server = _load("mirror_server", REPO / "tests/molecule/model_cache/files/mirror_server.py")
+# The mirror server the Molecule scenario copies onto its hosts (a script, not a package).
+sys.path.insert(0, str(REPO / "tests" / "molecule" / "model_cache" / "files"))
+import mirror_server  # noqa: E402
 
 # Over three read blocks; fixed bytes, so a corrupted copy always differs from it.
 PAYLOAD = random.Random(20261206).randbytes(3 * (1 << 20) + 12345)

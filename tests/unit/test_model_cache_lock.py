@@ -1,10 +1,9 @@
-"""The companion lock (roles/model_cache/filter_plugins/model_cache_lock.py) over the real
+"""The companion lock (plugins/module_utils/model_cache_lock.py) over the real
 manifest, and the model_cache role run on this machine against the loopback Hugging Face
 stand-in: the lock is written once, reused, a changed file is refused naming file,
 revision and both digests, and a failure leaves no half-written lock or cache file."""
 
 import hashlib
-import importlib.util
 import threading
 from pathlib import Path
 
@@ -12,17 +11,11 @@ import hf_standin
 import pytest
 import tiny_gguf
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_lock as lk
+from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_plan as plan
 from local_play import run_local_play
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "model_cache_lock", REPO / "roles/model_cache/filter_plugins/model_cache_lock.py")
-lk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(lk)
-_spec = importlib.util.spec_from_file_location(
-    "model_cache_plan_for_lock", REPO / "roles/model_cache/filter_plugins/model_cache.py")
-plan = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plan)
 
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
 LLM, COMFY = "llm/qwen3-8b-q4_k_m", "comfyui/qwen-image-fp8"

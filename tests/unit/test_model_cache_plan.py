@@ -1,18 +1,13 @@
 """The model_cache role's planning filters over the real manifest: which artifacts a
 host needs for its engines and voices, and the URL or bundle path each comes from."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_plan as plan
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "model_cache_filters", REPO / "roles/model_cache/filter_plugins/model_cache.py"
-)
-plan = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plan)
 
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
 

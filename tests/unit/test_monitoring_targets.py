@@ -5,7 +5,6 @@ host's key and CA files, as each host's own roles/stack variables say; a service
 Prometheus could not reach is a clear error naming the variable. The rendered
 prometheus.yml passes `promtool check config` and holds no key."""
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -13,15 +12,11 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import monitoring_targets as mt
 from required_tools import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/monitoring"
-spec = importlib.util.spec_from_file_location(
-    "monitoring_targets", ROLE / "filter_plugins/monitoring_targets.py"
-)
-mt = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mt)
 DEFAULTS = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
 STACK = DEFAULTS["monitoring_stack_defaults"]
 CRED = "/etc/prometheus/kokoro-deploy/targets"

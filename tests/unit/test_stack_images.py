@@ -1,10 +1,9 @@
 """stack_images_source=build: the recipe digest that names each image built on the host
-(roles/stack/filter_plugins/stack_images.py), and the recipes themselves
+(plugins/module_utils/stack_images.py), and the recipes themselves
 (roles/stack/vars/main.yml) against the Dockerfiles they build."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -13,12 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kokoro.deploy.plugins.module_utils import stack_images as images
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "stack_images", REPO / "roles/stack/filter_plugins/stack_images.py")
-images = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(images)
 
 VARS = yaml.safe_load((REPO / "roles/stack/vars/main.yml").read_text())
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())

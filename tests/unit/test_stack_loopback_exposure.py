@@ -5,19 +5,15 @@ is on, loaded, covers every LAN interface and does not open those ports. The dec
 (filter_plugins/stack_loopback.py) on plain data, then the role's task file run for real
 by ansible-playbook on this machine, against its real Docker engine and interfaces."""
 
-import importlib.util
 import subprocess
 from pathlib import Path
 
 import pytest
+from ansible_collections.kokoro.deploy.plugins.module_utils import stack_loopback as lb
 from local_play import run_local_play
 from required_tools import missing
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGIN = REPO / "roles/stack/filter_plugins/stack_loopback.py"
-spec = importlib.util.spec_from_file_location("stack_loopback", PLUGIN)
-lb = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lb)
 
 KOKORO = [{"name": "kokoro", "port": 8880}]
 LAN = ["lo", "eth0", "docker0", "br-0123456789ab", "veth12ab34"]

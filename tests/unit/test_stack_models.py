@@ -1,19 +1,15 @@
 """The model files the stack checks before it touches images or containers
-(roles/stack/filter_plugins/stack_models.py, used by tasks/models.yml), from the real
+(plugins/module_utils/stack_models.py, the filters of tasks/models.yml), from the real
 manifest's companions."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kokoro.deploy.plugins.module_utils import stack_models as sm
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "stack_models", REPO / "roles" / "stack" / "filter_plugins" / "stack_models.py")
-sm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sm)
 
 COMPANIONS = yaml.safe_load((REPO / "manifest.yml").read_text())["companions"]
 MODELS = "/opt/kokoro-deploy/models/"

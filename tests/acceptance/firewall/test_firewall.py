@@ -304,7 +304,10 @@ def run_role(host, tmp_path, address, **overrides):
     (tmp_path / "vars.json").write_text(json.dumps(variables))
     (tmp_path / "play.yml").write_text(PLAY)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
-    env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_HOST_KEY_CHECKING="False",
+    # The role's filters import the kit's collection (kokoro.deploy), found as playbooks find it.
+    env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / "ansible" / "collections"),
+               ANSIBLE_HOST_KEY_CHECKING="False",
                ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_PIPELINING="True",
                ANSIBLE_LOCALHOST_WARNING="False")
     playbook = Path(sys.executable).with_name("ansible-playbook")

@@ -1,0 +1,11 @@
+"""Caddy size strings as bytes, for the proxy's Content-Length check; the logic is the
+collection's plugins/module_utils/stack_proxy.py."""
+
+from __future__ import annotations
+
+from ansible_collections.kokoro.deploy.plugins.module_utils.stack_proxy import stack_size_bytes
+
+
+class FilterModule:
+    def filters(self):
+        return {"stack_size_bytes": stack_size_bytes}
