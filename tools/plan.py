@@ -10,7 +10,7 @@
     python3 tools/plan.py --inventory inventory/fleet --host gpu-4090-01 --card "RTX 4090"
 
 Nothing here decides anything: the planner is the one the preflight play runs
-(roles/stack/filter_plugins/kokoro_vram.py), the settings are the role's defaults
+(plugins/module_utils/vram_plan.py), the settings are the role's defaults
 (roles/stack/defaults/main.yml) with an inventory's and --set's values over them, they
 reach the planner through the very block of roles/stack/tasks/plan.yml that the play
 uses, and the model sizes are manifest.yml's. So the table, warnings and suggestions
@@ -25,7 +25,6 @@ ansible-inventory (the repository's .venv has both).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -33,14 +32,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE = ROOT / "roles" / "stack"
-PLANNER = ROLE / "filter_plugins" / "kokoro_vram.py"
 DEFAULTS = ROLE / "defaults" / "main.yml"
 PLAN_TASKS = ROLE / "tasks" / "plan.yml"
 
@@ -55,19 +52,13 @@ class PlanError(Exception):
     """Input the tool cannot plan with; the message names the problem and the fix."""
 
 
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# The kit's collection (plugins/module_utils), which the filter plugins import.
+# The kit's collection (plugins/module_utils): the GPU table and the planner, the very
+# modules the stack role's filter plugins import.
 sys.path.insert(0, str(ROOT / "ansible" / "collections"))
-from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table  # noqa: E402
-
-kv = load_module("kokoro_vram", PLANNER)
-
+from ansible_collections.kokoro.deploy.plugins.module_utils import (  # noqa: E402
+    gpu_table,
+    vram_plan,
+)
 
 # ----------------------------------------------------------------------------- cards
 
@@ -315,7 +306,7 @@ def make_plan(args: argparse.Namespace) -> tuple[dict, str]:
     gpus, note = gpus_for(args, settings)
     services = render(services_block(), settings)
     try:
-        plan = kv.plan_stack(
+        plan = vram_plan.plan_stack(
             gpus,
             services,
             manifest_companions(settings),

@@ -1,8 +1,9 @@
 """The GPU decisions of kokoro-deploy, in one place: pure functions over plain data.
 
-Role `gpu_facts` exposes them as Ansible filters (`kokoro_gpu_*`) and sets the
-`gpu_facts_*` facts that `nvidia_driver`, `nvidia_container_toolkit` and
-`torch_runtime` read; tests/unit/test_gpu_decisions.py imports this file directly.
+Role `gpu_facts` exposes them as Ansible filters (`kokoro_gpu_*`, in
+roles/gpu_facts/filter_plugins/kokoro_gpu.py) and sets the `gpu_facts_*` facts that
+`nvidia_driver`, `nvidia_container_toolkit` and `torch_runtime` read; the tests, the
+acceptance suite and the VRAM planner import this module.
 Nothing here touches a host: every function takes text or numbers and returns data.
 
 Sources of the tables (checked 2026-11-27):
@@ -227,6 +228,11 @@ TORCH_WHEELS: dict[str, dict[str, str]] = {
 }
 
 
+def flavour_cuda(flavour: str) -> str | None:
+    """A wheel flavour's CUDA version: 'cu128' -> '12.8'; None for cpu or an unknown one."""
+    return FLAVOUR_CUDA.get(flavour)
+
+
 def torch_minor(version: Any) -> str:
     """'2.9.1' or '2.9.1+cu128' -> '2.9'."""
     match = re.match(r"(\d+)\.(\d+)", str(version).strip())
@@ -299,7 +305,7 @@ def plan_torch_flavour(
         raise ValueError(
             f"torch {torch_version}: no wheel table for {minor} (known: "
             f"{', '.join(TORCH_WHEELS)}); set torch_runtime_flavour to a flavour its "
-            "wheel index publishes, or extend TORCH_WHEELS in kokoro_gpu.py"
+            "wheel index publishes, or extend TORCH_WHEELS in gpu_decisions.py"
         )
     drivers = {str(g["driver_version"]) for g in gpus}
     driver = min(drivers, key=parse_driver_version)
@@ -525,23 +531,3 @@ def plan_torch_flavour_or_error(*args, **kwargs) -> dict:
     except ValueError as exc:
         return {"flavour": None, "cuda": None, "compat": None, "arches": [], "error": str(exc)}
 
-
-class FilterModule:
-    """Ansible filters: kokoro_gpu_<function>."""
-
-    def filters(self):
-        return {
-            "kokoro_gpu_parse_nvidia_smi": parse_nvidia_smi,
-            "kokoro_gpu_parse_pci_devices": parse_pci_devices,
-            "kokoro_gpu_plan_torch_flavour": plan_torch_flavour_or_error,
-            "kokoro_gpu_plan_driver": plan_driver,
-            "kokoro_gpu_driver_max_cuda": driver_max_cuda,
-            "kokoro_gpu_flavour_cuda": lambda flavour: FLAVOUR_CUDA.get(flavour),
-            "kokoro_gpu_torch_minor": torch_minor,
-            "kokoro_gpu_cc_to_arch": cc_to_arch,
-            "kokoro_gpu_wheel_arch_list": wheel_arch_list,
-            "kokoro_gpu_arch_coverage": arch_coverage,
-            "kokoro_gpu_uncovered_caps": uncovered_caps,
-            "kokoro_gpu_open_modules_support": open_modules_support,
-            "kokoro_gpu_vram_headroom_mib": vram_headroom_mib,
-        }

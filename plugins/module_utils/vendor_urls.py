@@ -13,6 +13,9 @@ mirror only ever differs from the vendor in the scheme and host part:
 
 An unknown placeholder, or a host the vendors publish nothing for, fails with the
 supported values named: a half-substituted URL would only surface as an apt 404.
+
+Role `gpu_facts` exposes these as Ansible filters (`kokoro_vendor_*`,
+`kokoro_driver_source`) in roles/gpu_facts/filter_plugins/kokoro_vendor_urls.py.
 """
 
 from __future__ import annotations
@@ -91,11 +94,3 @@ def driver_source(source: str, distribution: str, distro_branch: int | None,
            f"Debian's own branch {distro_branch} is older than the CUDA 12.8 the GPU images use")
     return {"source": "nvidia", "reason": why}
 
-
-class FilterModule:
-    def filters(self):
-        return {
-            "kokoro_vendor_segments": host_segments,
-            "kokoro_vendor_url": vendor_url,
-            "kokoro_driver_source": driver_source,
-        }

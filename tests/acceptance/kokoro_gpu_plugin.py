@@ -1,13 +1,8 @@
-"""The kit's one copy of its GPU decisions (roles/gpu_facts/filter_plugins/kokoro_gpu.py),
-loaded by file path so that the checks judge hosts by the same rules the roles used."""
-
-import importlib.util
-from pathlib import Path
-
-_PLUGIN = Path(__file__).resolve().parents[2] / "roles/gpu_facts/filter_plugins/kokoro_gpu.py"
-_spec = importlib.util.spec_from_file_location("kokoro_gpu", _PLUGIN)
-kokoro_gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kokoro_gpu)
+"""What the acceptance checks share about the GPU facts. The GPU decisions themselves the
+checks import from the kit's collection, like the roles' filters do:
+`from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions`
+(plugins/module_utils/gpu_decisions.py; the root pyproject.toml puts ansible/collections
+on pytest's path), so that they judge hosts by the same rules the roles used."""
 
 # Where gpu_facts records its decisions on each host.
 GPU_FACT = "/etc/ansible/facts.d/kokoro_gpu.fact"

@@ -1,26 +1,22 @@
-"""The GPU decisions (roles/gpu_facts/filter_plugins/kokoro_gpu.py) over the issue's
+"""The GPU decisions (plugins/module_utils/gpu_decisions.py) over the issue's
 card table: RTX 5090 sm_120, RTX 4090 sm_89, RTX 3060 sm_86, A100 sm_80, H100 sm_90,
 T4 sm_75, GTX 1080 sm_61, each on driver branches 535, 550, 570, 575 and 580.
 
-Expected values follow the sources cited at the top of kokoro_gpu.py: the flavours
+Expected values follow the sources cited at the top of gpu_decisions.py: the flavours
 each torch release publishes and their arch lists (PyTorch RELEASE.md matrix,
 build_cuda.sh, 2.8 release notes), the CUDA toolkit's minimum drivers and minor version
 compatibility (CUDA release notes, tables 2 and 3), and the open kernel module rules
 (NVIDIA driver installation guide, "Kernel Modules").
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from ansible.plugins.loader import filter_loader
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions as kg
 from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "kokoro_gpu", REPO / "roles" / "gpu_facts" / "filter_plugins" / "kokoro_gpu.py"
-)
-kg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kg)
 
 # name, memory.total MiB, compute_cap (as nvidia-smi prints them)
 CARDS = {
@@ -309,3 +305,28 @@ def test_parse_nvidia_smi_reads_the_output_of_a_real_h100():
     assert (gpu["arch"], gpu["family"]) == ("sm_90", "Hopper")
     plan = kg.plan_torch_flavour("2.9.1", [gpu])
     assert (plan["flavour"], plan["compat"]) == ("cu130", "full"), plan
+
+
+def test_the_role_filters_are_these_functions():
+    """roles/gpu_facts/filter_plugins/kokoro_gpu.py, as Ansible loads it, names these
+    functions and nothing of its own (the roles' tasks use these names)."""
+    filter_loader.add_directory(str(REPO / "roles" / "gpu_facts" / "filter_plugins"))
+    expected = {
+        "kokoro_gpu_parse_nvidia_smi": kg.parse_nvidia_smi,
+        "kokoro_gpu_parse_pci_devices": kg.parse_pci_devices,
+        "kokoro_gpu_plan_torch_flavour": kg.plan_torch_flavour_or_error,
+        "kokoro_gpu_plan_driver": kg.plan_driver,
+        "kokoro_gpu_driver_max_cuda": kg.driver_max_cuda,
+        "kokoro_gpu_flavour_cuda": kg.flavour_cuda,
+        "kokoro_gpu_torch_minor": kg.torch_minor,
+        "kokoro_gpu_cc_to_arch": kg.cc_to_arch,
+        "kokoro_gpu_wheel_arch_list": kg.wheel_arch_list,
+        "kokoro_gpu_arch_coverage": kg.arch_coverage,
+        "kokoro_gpu_uncovered_caps": kg.uncovered_caps,
+        "kokoro_gpu_open_modules_support": kg.open_modules_support,
+        "kokoro_gpu_vram_headroom_mib": kg.vram_headroom_mib,
+    }
+    for name, function in expected.items():
+        assert filter_loader.get(name).j2_function is function, name
+    assert kg.flavour_cuda("cu128") == "12.8"
+    assert kg.flavour_cuda("cpu") is None

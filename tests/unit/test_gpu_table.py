@@ -83,16 +83,9 @@ def test_gpu_facts_and_the_planner_read_the_one_table(tmp_path):
     """A card known to gpu_table only by id gets its compute capability from gpu_facts and
     its size from the planner, before any driver exists (the RTX 4080 had one without
     the other while the two roles kept their own tables)."""
-    import importlib.util
+    from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions as kg
+    from ansible_collections.kokoro.deploy.plugins.module_utils import vram_sizing as kv
 
-    def load(name: str, rel: str):
-        spec = importlib.util.spec_from_file_location(name, REPO / rel)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    kg = load("kokoro_gpu", "roles/gpu_facts/filter_plugins/kokoro_gpu.py")
-    kv = load("kokoro_vram", "roles/stack/filter_plugins/kokoro_vram.py")
     for device_id, card in gpu_table.GPU_TABLE.items():
         (row,) = kg.parse_pci_devices(f"0000:01:00.0 0x10de 0x{device_id} 0x030000")
         assert row["compute_cap"] == card.compute_cap

@@ -5,11 +5,10 @@ local vault.yml, so no vault password is needed and the `.example` files show th
 they are never loaded); the merged variables of every host are then checked against
 the roles' own `meta/argument_specs.yml` (names, types, choices) with Ansible's
 ArgumentSpecValidator, the per-class driver/torch pins against the kit's decision code
-(roles/gpu_facts/filter_plugins/kokoro_gpu.py) and the services against the VRAM
-planner (roles/stack/filter_plugins/kokoro_vram.py), as site.yml's preflight would.
+(plugins/module_utils/gpu_decisions.py) and the services against the VRAM
+planner (plugins/module_utils/vram_plan.py), as site.yml's preflight would.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -21,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions as kg
+from ansible_collections.kokoro.deploy.plugins.module_utils import vram_plan
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv running the tests, wherever it lives
@@ -38,15 +39,6 @@ CLASS_CARD = {
 HOMELAB_CARD = ("NVIDIA GeForce RTX 4080", 16376)
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kg = _load("kokoro_gpu", REPO / "roles" / "gpu_facts" / "filter_plugins" / "kokoro_gpu.py")
-kv = _load("kokoro_vram", REPO / "roles" / "stack" / "filter_plugins" / "kokoro_vram.py")
 COMPANIONS = yaml.safe_load((REPO / "manifest.yml").read_text())["companions"]
 
 
@@ -290,7 +282,7 @@ def _plan(hv: dict, card: tuple[str, int] | None) -> dict:
         else [{"index": 0, "name": card[0], "memory_total_mib": card[1], "memory_used_mib": 0}]
     )
     reserve = int(_merged("stack", hv)["stack_vram_reserve_mib"])
-    return kv.plan_stack(gpus, _services(hv), COMPANIONS, reserve_mib=reserve)
+    return vram_plan.plan_stack(gpus, _services(hv), COMPANIONS, reserve_mib=reserve)
 
 
 @pytest.mark.parametrize("cls", GPU_CLASSES)

@@ -1,37 +1,28 @@
 """tools/plan.py: the preflight's VRAM and host-RAM plan for a card, with no host.
 
 The tool is run as a user runs it (a subprocess of this interpreter) and its figures are
-checked against the planner (roles/stack/filter_plugins/kokoro_vram.py) called here on
+checked against the planner (plugins/module_utils/vram_plan.py) called here on
 the same inputs, built from the role's defaults and the manifest; the preflight's own
 task file (roles/stack/tasks/plan.yml) is run by ansible-playbook on this machine and
 must make the very plan the tool prints.
 """
 
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import plan as tool  # tools/plan.py (tools/ is on pytest's pythonpath)
 import pytest
 import yaml
-from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table, vram_plan, vram_sizing
 from local_play import run_local_play
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "plan.py"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kv = _load("kokoro_vram", REPO / "roles" / "stack" / "filter_plugins" / "kokoro_vram.py")
-tool = _load("plan_tool", TOOL)
 DEFAULTS = yaml.safe_load((REPO / "roles" / "stack" / "defaults" / "main.yml").read_text())
 COMPANIONS = yaml.safe_load((REPO / "manifest.yml").read_text())["companions"]
 RTX_5090 = ("NVIDIA GeForce RTX 5090", 32607)
@@ -91,8 +82,8 @@ def services(llm: bool, comfyui: bool, **over) -> dict:
 
 
 def planner(gpus: list[dict], svc: dict, **kwargs) -> dict:
-    return kv.plan_stack(gpus, svc, COMPANIONS, reserve_mib=DEFAULTS["stack_vram_reserve_mib"],
-                         **kwargs)
+    return vram_plan.plan_stack(gpus, svc, COMPANIONS,
+                                reserve_mib=DEFAULTS["stack_vram_reserve_mib"], **kwargs)
 
 
 def table(out: str, head: str) -> dict[str, list[str]]:
@@ -121,11 +112,12 @@ def test_rtx_5090_with_every_service_prints_the_planners_table():
     # own GiB formatting, and the card's total is 32,607 MiB.
     vram, ram = table(out, "service"), table(out, "host RAM")
     for row in want["rows"]:
-        assert vram[row["service"]][1:3] == ["gpu0", kv._gib(row["planned_mib"])]
-        assert vram[row["service"]][3:5] == [kv._gib(32607), kv._gib(want["free_mib"])]
-        assert ram[row["service"]][1] == kv._gib(row["ram_mib"])
-    assert ram["system"][1] == kv._gib(want["ram_reserve_mib"])
-    assert ram["total"][1] == kv._gib(want["ram_needed_mib"])
+        assert vram[row["service"]][1:3] == ["gpu0", vram_sizing._gib(row["planned_mib"])]
+        assert vram[row["service"]][3:5] == [vram_sizing._gib(32607),
+                                             vram_sizing._gib(want["free_mib"])]
+        assert ram[row["service"]][1] == vram_sizing._gib(row["ram_mib"])
+    assert ram["system"][1] == vram_sizing._gib(want["ram_reserve_mib"])
+    assert ram["total"][1] == vram_sizing._gib(want["ram_needed_mib"])
     assert out.rstrip().endswith("Fits.")
 
 
@@ -184,7 +176,8 @@ def test_a_set_setting_reaches_the_planner():
                        "--set", "stack_llm_ctx_size=16384", "--set", "stack_llm_cache_type_k=q8_0")
     llm = next(r for r in got["rows"] if r["service"] == "llm")
     assert got["knobs"]["llm"]["ctx_size"] == 16384
-    assert llm["breakdown"]["kv_cache_mib"] == kv.kv_cache_mib(36, 16384, 8, 128, "q8_0", "f16")
+    kv_mib = vram_sizing.kv_cache_mib(36, 16384, 8, 128, "q8_0", "f16")
+    assert llm["breakdown"]["kv_cache_mib"] == kv_mib
 
 
 def test_an_inventory_hosts_settings_are_planned():

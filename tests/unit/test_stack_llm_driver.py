@@ -4,20 +4,16 @@ such a host before anything is built, naming the driver and the fixes; it reads 
 loaded driver, or else the branch nvidia_driver is told to install."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions
 from local_play import run_local_play
 
 REPO = Path(__file__).resolve().parents[2]
 VARS = yaml.safe_load((REPO / "roles/stack/vars/main.yml").read_text())
 WHEELS = yaml.safe_load((REPO / "manifest.yml").read_text())["build_sources"]["llm_cuda_wheels"]
-_spec = importlib.util.spec_from_file_location(
-    "kokoro_gpu", REPO / "roles/gpu_facts/filter_plugins/kokoro_gpu.py")
-kokoro_gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kokoro_gpu)
 
 PLAY = """
 - hosts: localhost
@@ -35,7 +31,7 @@ H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559,
 def test_the_floor_is_the_driver_gpu_facts_knows_for_the_pinned_compiler():
     nvcc = next(w for w in WHEELS if w["name"] == "nvidia-cuda-nvcc")
     cuda = ".".join(nvcc["version"].split(".")[:2])
-    assert VARS["__stack_llm_cuda_min_driver_branch"] == kokoro_gpu.CUDA_MIN_DRIVER[cuda][0]
+    assert VARS["__stack_llm_cuda_min_driver_branch"] == gpu_decisions.CUDA_MIN_DRIVER[cuda][0]
 
 
 def plan(tmp_path, **settings):

@@ -3,23 +3,18 @@ plan can pick has an index URL with nothing to look up, and a mirror differs fro
 in scheme and host. The expressions are the role's own (vars/main.yml), rendered with
 its defaults (defaults/main.yml)."""
 
-import importlib.util
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import jinja2
 import pytest
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions as kg
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "torch_runtime"
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
-_spec = importlib.util.spec_from_file_location(
-    "kokoro_gpu", REPO / "roles" / "gpu_facts" / "filter_plugins" / "kokoro_gpu.py"
-)
-kg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kg)
 
 MIRROR_BASE = "http://pytorch-mirror.example.internal:8080/whl/"
 

@@ -2,18 +2,13 @@
 the role defaults must name the same versions, and every flavour the roles accept must
 be one the decision module knows."""
 
-import importlib.util
 from pathlib import Path
 
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions as kg
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())["versions"]
-_spec = importlib.util.spec_from_file_location(
-    "kokoro_gpu", REPO / "roles" / "gpu_facts" / "filter_plugins" / "kokoro_gpu.py"
-)
-kg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kg)
 
 
 def _yaml(path: str) -> dict:

@@ -13,7 +13,6 @@ The role templates come from the roles' defaults/main.yml, rendered as Ansible w
 (nested Jinja references resolved), then filled by the filter the tasks use.
 """
 
-import importlib.util
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,13 +20,9 @@ import jinja2
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kokoro.deploy.plugins.module_utils import vendor_urls as vu
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "kokoro_vendor_urls", REPO / "roles" / "gpu_facts" / "filter_plugins" / "kokoro_vendor_urls.py"
-)
-vu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vu)
 
 # Ansible's facts for each supported host: distribution, major version, version.
 HOSTS = {
@@ -133,3 +128,18 @@ def test_ubuntus_archive_gives_the_open_server_driver_of_the_branch():
     assert open_pkgs[0] == "nvidia-driver-580-server-open"
     assert ubuntu["__nvidia_driver_distro_branch"] is None  # any branch: auto takes 580
     assert ubuntu["__nvidia_driver_nvidia_default_branch"] == 580
+
+
+def test_the_role_filters_are_these_functions():
+    """roles/gpu_facts/filter_plugins/kokoro_vendor_urls.py, as Ansible loads it, names
+    vendor_urls' functions (the roles' defaults and tasks use these names)."""
+    from ansible.plugins.loader import filter_loader
+
+    filter_loader.add_directory(str(REPO / "roles" / "gpu_facts" / "filter_plugins"))
+    expected = {
+        "kokoro_vendor_segments": vu.host_segments,
+        "kokoro_vendor_url": vu.vendor_url,
+        "kokoro_driver_source": vu.driver_source,
+    }
+    for name, function in expected.items():
+        assert filter_loader.get(name).j2_function is function, name

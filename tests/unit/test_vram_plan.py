@@ -1,4 +1,4 @@
-"""The VRAM planner and report (roles/stack/filter_plugins/kokoro_vram.py) over the
+"""The VRAM planner and report (plugins/module_utils/vram_*.py) over the
 issue's three combinations (Kokoro alone; Kokoro + LLM; Kokoro + LLM + ComfyUI) on 32 GB
 (RTX 5090), 24 GB (RTX 4090) and 16 GB (RTX 4080) cards, with the manifest's real
 `companions:` section and the role's default knobs: LLM Qwen3-8B Q4_K_M, 8192 tokens of
@@ -14,18 +14,18 @@ ComfyUI keeps Kokoro + LLM + reserve = 9455 MiB free (--reserve-vram 9.3 GiB = 9
 beyond what the device already uses, so beside them it gets total - 8431 - 9524.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible.plugins.loader import filter_loader
+from ansible_collections.kokoro.deploy.plugins.module_utils import (
+    vram_plan,
+    vram_report,
+    vram_sizing,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "kokoro_vram", REPO / "roles" / "stack" / "filter_plugins" / "kokoro_vram.py"
-)
-kv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kv)
 
 COMPANIONS = yaml.safe_load((REPO / "manifest.yml").read_text())["companions"]
 
@@ -67,7 +67,7 @@ def services(*enabled: str, **over) -> dict:
 
 
 def plan(card: str | None, svc: dict, **kwargs) -> dict:
-    return kv.plan_stack(gpus(card) if card else [], svc, COMPANIONS, **kwargs)
+    return vram_plan.plan_stack(gpus(card) if card else [], svc, COMPANIONS, **kwargs)
 
 
 # --- the 3 x 3 matrix ----------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_each_suggestion_alone_makes_the_16gb_plan_fit():
         assert plan("16GB", svc)["fits"], plan("16GB", svc)["table"]
     assert not plan("16GB", services("llm", "comfyui", llm={"n_gpu_layers": 20}))["fits"]
     big = [{"index": 0, "name": "24 GiB card", "memory_total_mib": 24 * 1024}]
-    assert kv.plan_stack(big, base, COMPANIONS)["fits"]
+    assert vram_plan.plan_stack(big, base, COMPANIONS)["fits"]
 
 
 def test_resident_policy_reserves_only_reserve_and_kokoro_growth():
@@ -169,7 +169,7 @@ def test_resident_policy_reserves_only_reserve_and_kokoro_growth():
 
 def test_comfyui_runs_whole_in_normal_mode_on_an_h100():
     h100 = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559}]
-    result = kv.plan_stack(h100, services("llm", "comfyui"), COMPANIONS)
+    result = vram_plan.plan_stack(h100, services("llm", "comfyui"), COMPANIONS)
     assert result["fits"]
     assert result["knobs"]["comfyui"] == {
         "mode": "normal",
@@ -188,7 +188,7 @@ def test_comfyui_alone_on_a_second_card_reserves_only_the_reserve():
         {"index": 0, "name": "NVIDIA GeForce RTX 4090", "memory_total_mib": 24564},
         {"index": 1, "name": "NVIDIA GeForce RTX 4090", "memory_total_mib": 24564},
     ]
-    result = kv.plan_stack(two, services("llm", "comfyui", comfyui={"gpu": 1}), COMPANIONS)
+    result = vram_plan.plan_stack(two, services("llm", "comfyui", comfyui={"gpu": 1}), COMPANIONS)
     assert result["fits"]
     assert result["knobs"]["comfyui"]["args"] == "--reserve-vram 1.0"
     assert result["knobs"]["comfyui"]["mode"] == "normal"
@@ -200,7 +200,7 @@ def test_moving_comfyui_to_a_free_card_is_suggested():
         {"index": 0, "name": "NVIDIA GeForce RTX 4080", "memory_total_mib": 16376},
         {"index": 1, "name": "NVIDIA GeForce RTX 4080", "memory_total_mib": 16376},
     ]
-    result = kv.plan_stack(two, services("llm", "comfyui"), COMPANIONS)
+    result = vram_plan.plan_stack(two, services("llm", "comfyui"), COMPANIONS)
     assert not result["fits"]
     assert "set stack_comfyui_gpu to 1 (move comfyui to GPU 1)" in result["suggestions"]
 
@@ -218,7 +218,7 @@ def comfy_row(result: dict) -> dict:
 def test_comfyui_useful_minimum_is_half_its_diffusion_model_resident():
     row = comfy_row(plan("32GB", services("llm", "comfyui")))
     assert row["breakdown"]["useful_mib"] == USEFUL_MIB == 12800
-    assert kv.COMFYUI_USEFUL_RESIDENT_SHARE == 0.5
+    assert vram_sizing.COMFYUI_USEFUL_RESIDENT_SHARE == 0.5
 
 
 def test_24gb_with_kokoro_and_llm_warns_that_comfyui_is_heavily_offloaded():
@@ -271,9 +271,9 @@ def test_each_warning_suggestion_alone_gives_comfyui_its_useful_minimum():
         assert fixed["fits"] and not fixed["warnings"], fixed["table"]
     assert plan("24GB", services("llm", "comfyui", llm={"n_gpu_layers": 18}))["warnings"]
     bigger = [{"index": 0, "name": "card", "memory_total_mib": 30755}]
-    assert not kv.plan_stack(bigger, services("llm", "comfyui"), COMPANIONS)["warnings"]
+    assert not vram_plan.plan_stack(bigger, services("llm", "comfyui"), COMPANIONS)["warnings"]
     smaller = [{"index": 0, "name": "card", "memory_total_mib": 30754}]
-    assert kv.plan_stack(smaller, services("llm", "comfyui"), COMPANIONS)["warnings"]
+    assert vram_plan.plan_stack(smaller, services("llm", "comfyui"), COMPANIONS)["warnings"]
 
 
 def test_a_32gb_card_short_of_vram_is_told_the_mib_missing_not_a_rounded_size():
@@ -289,7 +289,7 @@ def test_a_32gb_card_short_of_vram_is_told_the_mib_missing_not_a_rounded_size():
     )
     assert not any(">= 32 GiB" in s for s in result["suggestions"])
     just = [{"index": 0, "name": "card", "memory_total_mib": 32720}]
-    assert kv.plan_stack(just, svc, COMPANIONS)["fits"]
+    assert vram_plan.plan_stack(just, svc, COMPANIONS)["fits"]
 
 
 def test_a_need_beyond_every_known_card_says_so():
@@ -317,11 +317,11 @@ def test_a_need_beyond_every_known_card_says_so():
 def test_kv_cache_of_qwen3_8b(ctx, k, v, mib):
     model = COMPANIONS["llm"]["qwen3-8b-q4_k_m"]
     args = (model["layers"], ctx, model["kv_heads"], model["head_dim"], k, v)
-    assert kv.kv_cache_mib(*args) == mib
+    assert vram_sizing.kv_cache_mib(*args) == mib
 
 
 def test_kv_cache_is_144_kib_per_token_in_f16():
-    assert kv.kv_cache_bytes(36, 1, 8, 128) == 144 * 1024
+    assert vram_sizing.kv_cache_bytes(36, 1, 8, 128) == 144 * 1024
 
 
 def test_llm_row_breakdown_with_every_layer_on_the_gpu():
@@ -382,7 +382,7 @@ def test_too_many_slots_for_the_context_is_a_warning():
 def test_llm_that_does_not_fit_gets_kv_ctx_and_layer_suggestions():
     # A 12 GiB card with a 32k context: 1024 + 1714 + 4797 + 4608 KV + 768 = 12911 MiB.
     card = [{"index": 0, "name": "12 GiB card", "memory_total_mib": 12288}]
-    result = kv.plan_stack(card, services("llm", llm={"ctx_size": 32768}), COMPANIONS)
+    result = vram_plan.plan_stack(card, services("llm", llm={"ctx_size": 32768}), COMPANIONS)
     assert not result["fits"]
     sugg = result["suggestions"]
     assert sugg[0].startswith(
@@ -402,9 +402,9 @@ def test_llm_that_does_not_fit_gets_kv_ctx_and_layer_suggestions():
 
 
 def test_kokoro_workers_scale_its_vram_from_the_measurements():
-    assert kv.kokoro_gpu_vram_mib(1) == 1714
-    assert kv.kokoro_gpu_vram_mib(2) == 1714 + 737
-    assert kv.kokoro_gpu_vram_mib(4) == 1714 + 3 * 737  # 3,925: 4,802 before the fold
+    assert vram_sizing.kokoro_gpu_vram_mib(1) == 1714
+    assert vram_sizing.kokoro_gpu_vram_mib(2) == 1714 + 737
+    assert vram_sizing.kokoro_gpu_vram_mib(4) == 1714 + 3 * 737  # 3,925: 4,802 before the fold
     result = plan("32GB", services(kokoro={"workers": 4, "batch_size": 1}))
     assert result["rows"][0]["planned_mib"] == 3925
     explicit = plan("32GB", services(kokoro={"vram_mib": 2600}))
@@ -413,25 +413,25 @@ def test_kokoro_workers_scale_its_vram_from_the_measurements():
 
 def test_batched_passes_add_their_measured_share_per_worker_and_token():
     # 1.81 MiB per padded token in place of the unbatched pass's 498 MiB, per worker
-    assert kv.kokoro_gpu_vram_mib(1, 512) == 1714 + (927 - 498)
-    assert kv.kokoro_gpu_vram_mib(2, 1024) == 1714 + 737 + 2 * (1854 - 498)
-    assert kv.kokoro_gpu_vram_mib(1, 128) == 1714  # a small batch fits in the pass's share
+    assert vram_sizing.kokoro_gpu_vram_mib(1, 512) == 1714 + (927 - 498)
+    assert vram_sizing.kokoro_gpu_vram_mib(2, 1024) == 1714 + 737 + 2 * (1854 - 498)
+    assert vram_sizing.kokoro_gpu_vram_mib(1, 128) == 1714  # a small batch fits in the pass's share
     # Measured on an H100, the server's code with weight norm folded
     # (docs/benchmarks/gpu-server-vram-2026-11-27): the plan is at or above each point.
     for workers, tokens, measured in ((1, 0, 1714), (1, 512, 2136), (2, 1024, 4918)):
-        assert measured <= kv.kokoro_gpu_vram_mib(workers, tokens) <= measured * 1.05
+        assert measured <= vram_sizing.kokoro_gpu_vram_mib(workers, tokens) <= measured * 1.05
 
 
 def test_kokoro_batches_by_default_only_where_it_has_the_card_to_itself():
     alone = plan("32GB", services(kokoro={"workers": 2, "batch_tokens": 1024}))
     assert alone["knobs"]["kokoro"]["batch_size"] == 0  # the server's default: batched
-    assert alone["rows"][0]["planned_mib"] == kv.kokoro_gpu_vram_mib(2, 1024)
+    assert alone["rows"][0]["planned_mib"] == vram_sizing.kokoro_gpu_vram_mib(2, 1024)
     assert "batches of 1024 tokens" in alone["table"]
     shared = plan("32GB", services("llm"))
     assert shared["knobs"]["kokoro"]["batch_size"] == 1
     assert shared["rows"][0]["planned_mib"] == 1714
     forced = plan("32GB", services("llm", kokoro={"batch_size": 16}))
-    assert forced["rows"][0]["planned_mib"] == kv.kokoro_gpu_vram_mib(1, 512)
+    assert forced["rows"][0]["planned_mib"] == vram_sizing.kokoro_gpu_vram_mib(1, 512)
     cpu = plan("32GB", services(kokoro={"device": "cpu"}))
     assert cpu["rows"][0]["planned_mib"] == 0
 
@@ -441,7 +441,7 @@ def test_kokoro_precision_reaches_only_the_torch_engine_on_a_gpu():
     gpu = plan("32GB", services(kokoro={"precision": "fp16"}))
     assert gpu["knobs"]["kokoro"]["precision"] == "fp16"
     # the plan counts fp32's VRAM, an upper bound
-    assert gpu["rows"][0]["planned_mib"] == kv.kokoro_gpu_vram_mib(1, 512)
+    assert gpu["rows"][0]["planned_mib"] == vram_sizing.kokoro_gpu_vram_mib(1, 512)
     for where in ({"device": "cpu"}, {"engine": "onnx"}):
         other = plan("32GB", services(kokoro={"precision": "bf16", **where}))
         assert other["knobs"]["kokoro"]["precision"] == "fp32", where
@@ -547,12 +547,12 @@ def test_host_ram_needed_per_service_set(card, enabled, needed):
     assert result["ram"] is None  # the host's RAM is not known here
     assert result["ram_needed_mib"] == needed
     lines = result["ram_table"].splitlines()
-    assert lines[-1].split()[:2] == ["total", kv._gib(needed)]
+    assert lines[-1].split()[:2] == ["total", vram_sizing._gib(needed)]
     assert lines[-1].endswith("host RAM not given")
     rows = {line.split()[0]: line.split()[1] for line in lines[2:-1]}
     assert rows == {
-        **{r["service"]: kv._gib(r["ram_mib"]) for r in result["rows"]},
-        "system": kv._gib(1024),
+        **{r["service"]: vram_sizing._gib(r["ram_mib"]) for r in result["rows"]},
+        "system": vram_sizing._gib(1024),
     }
 
 
@@ -582,15 +582,15 @@ def test_device_cpu_keeps_a_service_off_the_gpu():
 def test_unknown_total_vram_asks_for_stack_vram_total_mib():
     card = [{"index": 0, "name": "NVIDIA GB10", "memory_total_mib": None}]
     with pytest.raises(ValueError, match="set stack_vram_total_mib"):
-        kv.plan_stack(card, services(), COMPANIONS)
-    result = kv.plan_stack(card, services(vram_total_mib=24564), COMPANIONS)
+        vram_plan.plan_stack(card, services(), COMPANIONS)
+    result = vram_plan.plan_stack(card, services(vram_total_mib=24564), COMPANIONS)
     assert result["card"]["total_mib"] == 24564
     assert result["card"]["source"] == "stack_vram_total_mib"
 
 
 def test_total_vram_from_the_pci_id_before_a_driver_exists():
     pci = [{"address": "0000:01:00.0", "device_id": "2b85", "compute_cap": "12.0"}]
-    result = kv.plan_stack(pci, services("llm", "comfyui"), COMPANIONS)
+    result = vram_plan.plan_stack(pci, services("llm", "comfyui"), COMPANIONS)
     assert result["card"] == {
         "index": 0,
         "name": "NVIDIA GeForce RTX 5090",
@@ -601,11 +601,11 @@ def test_total_vram_from_the_pci_id_before_a_driver_exists():
     assert result["knobs"]["comfyui"]["mode"] == "offload"
     unknown = [{"address": "0000:01:00.0", "device_id": "abcd", "compute_cap": None}]
     with pytest.raises(ValueError, match="10de:abcd"):
-        kv.plan_stack(unknown, services(), COMPANIONS)
+        vram_plan.plan_stack(unknown, services(), COMPANIONS)
 
 
 def test_nvidia_smi_figure_wins_over_the_override():
-    result = kv.plan_stack(gpus("24GB"), services(vram_total_mib=8000), COMPANIONS)
+    result = vram_plan.plan_stack(gpus("24GB"), services(vram_total_mib=8000), COMPANIONS)
     assert result["card"]["total_mib"] == 24564
 
 
@@ -658,23 +658,36 @@ def test_ansible_strings_are_read_as_numbers_and_booleans():
         llm={"enabled": "True", "ctx_size": "8192", "parallel": "2", "n_gpu_layers": "-1"},
         comfyui={"enabled": "False"},
     )
-    result = kv.plan_stack(gpus("24GB"), svc, COMPANIONS, reserve_mib="1024", host_ram_mib="64000")
+    result = vram_plan.plan_stack(gpus("24GB"), svc, COMPANIONS, reserve_mib="1024",
+                                  host_ram_mib="64000")
     assert result["free_mib"] == 15109
 
 
 def test_filter_turns_a_value_error_into_a_failed_plan():
-    result = kv.plan_stack_or_error(gpus("24GB"), services("llm", llm={"model": "x"}), COMPANIONS)
+    result = vram_plan.plan_stack_or_error(gpus("24GB"), services("llm", llm={"model": "x"}),
+                                           COMPANIONS)
     assert result["fits"] is False
     assert result["problems"] == [result["error"]]
     assert "stack_llm_model" in result["error"]
     # plan.yml reads these keys whether or not the plan could be made
-    good = kv.plan_stack_or_error(gpus("24GB"), services("llm"), COMPANIONS)
+    good = vram_plan.plan_stack_or_error(gpus("24GB"), services("llm"), COMPANIONS)
     assert set(result) == set(good)
-    filters = kv.FilterModule().filters()
-    assert filters["kokoro_vram_plan"] is kv.plan_stack_or_error
-    assert {"kokoro_vram_report", "kokoro_vram_parse_compute_apps", "kokoro_vram_parse_gpus"} <= (
-        set(filters)
-    )
+
+
+def test_the_role_filters_are_the_planner_functions():
+    """roles/stack/filter_plugins/kokoro_vram.py, as Ansible loads it, names the planner's
+    functions and nothing of its own (the role's tasks use these names)."""
+    filter_loader.add_directory(str(REPO / "roles" / "stack" / "filter_plugins"))
+    expected = {
+        "kokoro_vram_plan": vram_plan.plan_stack_or_error,
+        "kokoro_vram_report": vram_report.vram_report,
+        "kokoro_vram_parse_compute_apps": vram_report.parse_compute_apps,
+        "kokoro_vram_parse_gpus": vram_report.parse_gpu_uuids,
+        "kokoro_vram_kv_cache_mib": vram_sizing.kv_cache_mib,
+        "kokoro_vram_card_total_mib": vram_sizing.card_total_mib_only,
+    }
+    for name, function in expected.items():
+        assert filter_loader.get(name).j2_function is function, name
 
 
 # --- the table ------------------------------------------------------------------------
@@ -715,7 +728,7 @@ APPS_TEXT = (
 
 
 def test_parse_gpu_uuids():
-    assert kv.parse_gpu_uuids(GPUS_TEXT) == [
+    assert vram_report.parse_gpu_uuids(GPUS_TEXT) == [
         {
             "index": 0,
             "uuid": UUID0,
@@ -731,13 +744,13 @@ def test_parse_gpu_uuids():
             "memory_used_mib": None,
         },
     ]
-    assert kv.parse_gpu_uuids("") == []
+    assert vram_report.parse_gpu_uuids("") == []
     with pytest.raises(ValueError, match="5 fields"):
-        kv.parse_gpu_uuids("NVIDIA GeForce RTX 5090, 32607")
+        vram_report.parse_gpu_uuids("NVIDIA GeForce RTX 5090, 32607")
 
 
 def test_parse_compute_apps():
-    apps = kv.parse_compute_apps(APPS_TEXT + f"{UUID1}, 77, /usr/bin/python3, [N/A]\n")
+    apps = vram_report.parse_compute_apps(APPS_TEXT + f"{UUID1}, 77, /usr/bin/python3, [N/A]\n")
     assert apps[0] == {
         "gpu_uuid": UUID0,
         "pid": 4242,
@@ -747,9 +760,9 @@ def test_parse_compute_apps():
     assert apps[3]["process_name"] is None  # [Insufficient Permissions]
     assert apps[3]["used_memory_mib"] == 544
     assert apps[4]["used_memory_mib"] is None  # [N/A]
-    assert kv.parse_compute_apps("No running processes found\n") == []
+    assert vram_report.parse_compute_apps("No running processes found\n") == []
     with pytest.raises(ValueError, match="4 fields"):
-        kv.parse_compute_apps(f"{UUID0}, not-a-pid, python3, 10")
+        vram_report.parse_compute_apps(f"{UUID0}, not-a-pid, python3, 10")
 
 
 # --- the post-deploy report ---------------------------------------------------------------
@@ -758,7 +771,7 @@ def test_parse_compute_apps():
 def _report(gpus_text=GPUS_TEXT, apps_text=APPS_TEXT, headroom=512, **pids):
     the_plan = plan("32GB", services("llm", "comfyui"))
     pid_services = pids or {4242: "kokoro", "4343": "llm", 4545: "comfyui"}
-    return kv.vram_report(gpus_text, apps_text, pid_services, the_plan, headroom)
+    return vram_report.vram_report(gpus_text, apps_text, pid_services, the_plan, headroom)
 
 
 def test_report_puts_measured_beside_planned():
@@ -819,6 +832,6 @@ def test_report_without_process_list_still_checks_headroom():
 
 def test_report_on_a_cpu_host_has_nothing_to_check():
     cpu_plan = plan(None, services("llm"))
-    report = kv.vram_report("", "", {}, cpu_plan, 512)
+    report = vram_report.vram_report("", "", {}, cpu_plan, 512)
     assert report["ok"]
     assert report["services"] == [] and report["cards"] == []

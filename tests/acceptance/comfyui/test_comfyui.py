@@ -21,7 +21,7 @@ import posixpath
 import shlex
 
 import pytest
-from kokoro_gpu_plugin import kokoro_gpu
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions
 
 STACK_DIR = os.environ.get("KOKORO_STACK_DIR", "/opt/kokoro-deploy/stack").rstrip("/")
 DEFAULT_MODEL_DIR = "/opt/kokoro-deploy/models"
@@ -126,7 +126,7 @@ def nvidia(host):
         "for d in /sys/bus/pci/devices/*; do [ -r $d/class ] && "
         'echo "${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done; true'
     )
-    devices = kokoro_gpu.parse_pci_devices(out)
+    devices = gpu_decisions.parse_pci_devices(out)
     if not devices:
         pytest.skip("no NVIDIA display controller on this host's PCI bus: GPU checks do not apply")
     return devices

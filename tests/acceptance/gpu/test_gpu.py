@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 import pytest
-from kokoro_gpu_plugin import kokoro_gpu
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions
 
 PIN = "/etc/apt/preferences.d/kokoro-nvidia-driver"
 HEADROOM_MIB = int(os.environ.get("KOKORO_VRAM_HEADROOM_MIB", "1024"))
@@ -36,7 +36,7 @@ def nvidia_pci_devices(host) -> list[dict]:
         "for d in /sys/bus/pci/devices/*; do [ -r $d/class ] && "
         'echo "${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done; true'
     )
-    return kokoro_gpu.parse_pci_devices(out)
+    return gpu_decisions.parse_pci_devices(out)
 
 
 @pytest.fixture
@@ -49,12 +49,12 @@ def pci(host):
 
 @pytest.fixture
 def gpus(host, pci):
-    smi = host.run(kokoro_gpu.NVIDIA_SMI_QUERY)
+    smi = host.run(gpu_decisions.NVIDIA_SMI_QUERY)
     assert smi.rc == 0, (
         f"nvidia-smi fails on a host with {len(pci)} NVIDIA device(s): {smi.stderr or smi.stdout}"
         " - is the driver installed and loaded (nvidia_driver role, reboot)?"
     )
-    return kokoro_gpu.parse_nvidia_smi(smi.stdout)
+    return gpu_decisions.parse_nvidia_smi(smi.stdout)
 
 
 def _expected_branch(host) -> str | None:
@@ -119,7 +119,7 @@ def test_persistence_mode_is_on(host, gpus):
 
 
 def test_every_card_has_vram_headroom(gpus):
-    headroom = kokoro_gpu.vram_headroom_mib(gpus)
+    headroom = gpu_decisions.vram_headroom_mib(gpus)
     short = [
         f"{g['name']} (GPU {g['index']}): {free} MiB free"
         for g, free in zip(gpus, headroom, strict=True)

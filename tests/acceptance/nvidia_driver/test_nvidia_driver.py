@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from kokoro_gpu_plugin import kokoro_gpu
+from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions
 
 DRIVER_FACT = "/etc/ansible/facts.d/kokoro_nvidia_driver.fact"
 PIN = "/etc/apt/preferences.d/kokoro-nvidia-driver"
@@ -66,7 +66,7 @@ def test_kernel_modules_fit_the_cards(host, facts, branch):
     decision = _decision(host)
     assert str(decision["branch"]) == branch
     # The recorded flavour is one the cards can run on this branch ...
-    plan = kokoro_gpu.plan_driver(facts["compute_caps"], branch, decision["kernel_modules"])
+    plan = gpu_decisions.plan_driver(facts["compute_caps"], branch, decision["kernel_modules"])
     assert plan["ok"], plan["reason"]
     # ... and the kernel module package installed is of that flavour.
     # Debian: nvidia-open-kernel-dkms; NVIDIA: nvidia-open-<branch>; Ubuntu:
