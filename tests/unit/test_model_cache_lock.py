@@ -184,3 +184,28 @@ def test_a_failed_first_fetch_writes_no_lock(tmp_path, standin):
     assert failed.returncode != 0 and "HTTP 404" in failed.stdout
     assert list((tmp_path / "inventory").iterdir()) == []
     assert [p.name for p in (tmp_path / "cache").rglob("*.part")] == []
+
+
+def test_bundle_tool_runs_without_ansible(tmp_path):
+    """tools/bundle.py imports model_cache_plan and model_cache_lock and must not need
+    Ansible: both import the standard library only, and the tool starts under an
+    interpreter that cannot import ansible."""
+    import ast
+    import subprocess
+    import sys
+
+    for module in (lk, plan):
+        tree = ast.parse(Path(module.__file__).read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names}
+        assert outside <= {"__future__"}, (module.__name__, outside)
+    # A stand-in `ansible` package that fails on import: the tool must never touch it.
+    (tmp_path / "ansible").mkdir()
+    (tmp_path / "ansible" / "__init__.py").write_text("raise ImportError('no Ansible here')\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; sys.argv = ['bundle.py', '--help']; "
+         f"sys.path.insert(0, {str(tmp_path)!r}); "
+         f"runpy.run_path({str(REPO / 'tools' / 'bundle.py')!r}, run_name='__main__')"],
+        capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "usage: tools/bundle.py" in done.stdout, done.stderr
