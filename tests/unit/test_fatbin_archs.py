@@ -2,14 +2,9 @@
 image's build record), here on containers laid out as nvcc 13.0 writes them: a header
 (magic, version, header size, payload size) and entries (kind, version, header size,
 payload size, ..., the architecture at byte 28)."""
-import importlib.util
 import struct
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("fatbin_archs", REPO / "tests/bench/fatbin_archs.py")
-fatbin = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fatbin)
+import fatbin_archs as fatbin
 
 
 def entry(kind: int, arch: int, payload: bytes, header: int = 64) -> bytes:

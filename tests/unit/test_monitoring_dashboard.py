@@ -7,7 +7,6 @@ llama-server, node exporter, the GPU exporter script, or Prometheus itself. The 
 the issue asks for are there. Grafana's and DCGM's compose files pass
 `docker compose config` (skipped without the compose plugin, failed in CI)."""
 
-import importlib.util
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import jinja2
+import kokoro_gpu_exporter as gpu_exporter
 import pytest
 import yaml
 from required_tools import require_compose
@@ -24,11 +24,6 @@ ROLE = REPO / "roles/monitoring"
 DASHBOARD = json.loads((ROLE / "files/grafana/kokoro-deploy.json").read_text())
 DS_UID = "kokoro-deploy-prometheus"
 
-spec = importlib.util.spec_from_file_location(
-    "kokoro_gpu_exporter", ROLE / "files/kokoro_gpu_exporter.py"
-)
-gpu_exporter = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_exporter)
 
 
 def kokoro_series() -> set[str]:

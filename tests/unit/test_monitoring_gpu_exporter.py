@@ -4,20 +4,17 @@ one of them reporting power as [N/A]) becomes textfile-collector metrics that Pr
 own parser accepts; each GPU process is tied to its compose service through its cgroup;
 a host without nvidia-smi gets `nvidia_smi_up 0` and no error."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+import kokoro_gpu_exporter as exporter
 import pytest
 from required_tools import promtool
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles/monitoring/files/kokoro_gpu_exporter.py"
 RECORDED = REPO / "tests/molecule/stack/files"
-spec = importlib.util.spec_from_file_location("kokoro_gpu_exporter", SCRIPT)
-exporter = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(exporter)
 
 CID = "3f" * 32
 

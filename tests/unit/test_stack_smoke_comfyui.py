@@ -3,19 +3,16 @@ here over real HTTP on loopback by a stand-in for ComfyUI's /system_stats and
 /models/<folder>, so an empty or unmounted model folder fails verify, naming each file,
 where ComfyUI's health check alone would pass."""
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+import stack_smoke
 import yaml
 from loopback_standin import Request, standin
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles/stack/files/stack_smoke.py"
-_spec = importlib.util.spec_from_file_location("stack_smoke_comfyui", SCRIPT)
-stack_smoke = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stack_smoke)
 
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
 DEFAULT_MODEL = yaml.safe_load((REPO / "roles/stack/defaults/main.yml").read_text())[

@@ -4,7 +4,6 @@ step, tests/acceptance/stack and tests/acceptance/gpu all run on a host) reads a
 by a stand-in that answers with a 24 kHz tone, so a wrong sample rate, silence, bytes
 that are no WAV or an unreachable server are each reported as such."""
 
-import importlib.util
 import io
 import json
 import math
@@ -15,12 +14,10 @@ import wave
 from pathlib import Path
 
 import pytest
+import stack_smoke
 from loopback_standin import Request, standin
 
 SCRIPT = Path(__file__).resolve().parents[2] / "roles/stack/files/stack_smoke.py"
-_spec = importlib.util.spec_from_file_location("stack_smoke", SCRIPT)
-stack_smoke = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stack_smoke)
 
 
 def _wav(rate: int, amplitude: float, seconds: float = 1.0) -> bytes:
