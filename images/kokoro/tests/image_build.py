@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from kokoro_testlib import REPO
+from kokoro_testlib import REPO, free_port
 
 sys.path.insert(0, str(REPO / "tests" / "testbed"))
 from containers import docker, docker_missing, wait_until_healthy
 
-__all__ = ["build_image", "docker", "unavailable", "wait_until_healthy"]
+__all__ = ["build_image", "docker", "running", "unavailable", "wait_until_healthy"]
 
 BASE = os.environ.get("KOKORO_DEPLOY_BASE_IMAGE", "kokoro-deploy/debian:12")
 HOST_CA = Path(os.environ.get("KOKORO_DEPLOY_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt"))
@@ -61,3 +63,21 @@ def build_image(target: str, tag: str, tmp: Path) -> str:
                "-f", str(ctx / "images/kokoro/Dockerfile"), str(ctx), check=False)
     assert r.returncode == 0, f"docker build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return tag
+
+
+@contextmanager
+def running(image: str, models: Path, key: str, env: dict[str, str] | None = None,
+            timeout: float = 240) -> Iterator[tuple[str, str]]:
+    """The image running with `models` mounted read-only at /models and API key `key`,
+    published on a free loopback port; yields (container name, base URL) once it is
+    healthy and removes it afterwards."""
+    port = free_port()
+    name = f"kokoro-test-{port}"
+    extra = [arg for k, v in (env or {}).items() for arg in ("-e", f"{k}={v}")]
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8880",
+           "-v", f"{models}:/models:ro", "-e", f"KOKORO_API_KEYS={key}", *extra, image)
+    try:
+        wait_until_healthy(name, timeout=timeout)
+        yield name, f"http://127.0.0.1:{port}"
+    finally:
+        docker("rm", "-f", name, check=False)

@@ -12,8 +12,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from image_build import build_image, docker, wait_until_healthy
-from kokoro_testlib import LANGUAGE_SAMPLES, decode_audio, free_port, speak_every_voice
+from image_build import build_image, docker, running
+from kokoro_testlib import LANGUAGE_SAMPLES, decode_audio, speak_every_voice
 
 pytestmark = pytest.mark.container
 
@@ -28,15 +28,8 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def container(image, model_dir):
-    port = free_port()
-    name = f"kokoro-test-{port}"
-    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8880",
-           "-v", f"{model_dir}:/models:ro", "-e", f"KOKORO_API_KEYS={KEY}", image)
-    try:
-        wait_until_healthy(name, timeout=240)
-        yield name, f"http://127.0.0.1:{port}"
-    finally:
-        docker("rm", "-f", name, check=False)
+    with running(image, model_dir, KEY) as started:
+        yield started
 
 
 def test_image_runs_as_non_root_and_turns_healthy(container):

@@ -14,12 +14,11 @@ import os
 import shutil
 
 import pytest
-from image_build import build_image, docker, wait_until_healthy
+from image_build import build_image, docker, running
 from kokoro_testlib import (
     LANGUAGE_SAMPLES,
     RANDOM_CKPT_PATH,
     build_random_checkpoint,
-    free_port,
     manifest_with,
     speak_every_voice,
 )
@@ -56,18 +55,10 @@ def models(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def container(image, models):
-    port = free_port()
-    name = f"kokoro-gpu-test-{port}"
-    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8880",
-           "-v", f"{models}:/models:ro", "-e", f"KOKORO_API_KEYS={KEY}",
-           "-e", "KOKORO_DEVICE=cpu", "-e", "KOKORO_WORKERS=1",
-           "-e", "KOKORO_MANIFEST=/models/manifest.yml",
-           "-e", f"KOKORO_TORCH_MODEL={RANDOM_CKPT_PATH}", image)
-    try:
-        wait_until_healthy(name, timeout=300)
-        yield name, f"http://127.0.0.1:{port}"
-    finally:
-        docker("rm", "-f", name, check=False)
+    env = {"KOKORO_DEVICE": "cpu", "KOKORO_WORKERS": "1",
+           "KOKORO_MANIFEST": "/models/manifest.yml", "KOKORO_TORCH_MODEL": RANDOM_CKPT_PATH}
+    with running(image, models, KEY, env, timeout=300) as started:
+        yield started
 
 
 def test_gpu_image_carries_cuda_torch_for_blackwell_and_runs_as_non_root(image):
