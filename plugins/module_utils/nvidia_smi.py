@@ -33,8 +33,11 @@ def number(text: str) -> float | None:
 
 
 def mib(text: str) -> int | None:
-    """A memory field (nounits: MiB) as a whole number, or None where it is not reported."""
+    """A memory field (nounits: MiB) as a whole number, or None where it is not reported.
+    ValueError for a negative amount: no card or process holds less than nothing."""
     value = number(text)
+    if value is not None and value < 0:
+        raise ValueError(f"nvidia-smi memory field is negative: {text.strip()!r} MiB")
     return None if value is None else int(value)
 
 
@@ -57,10 +60,11 @@ def records(text: str, fields: Sequence[str], free: str, what: str = "",
     raises ValueError naming it (strict) or is left out (not strict: a metrics exporter
     keeps the cards it can read)."""
     out = []
+    free_at = list(fields).index(free)
     for line in str(text or "").splitlines():
         if not line.strip():
             continue
-        values = split_line(line, len(fields), list(fields).index(free))
+        values = split_line(line, len(fields), free_at)
         if values is None:
             if strict:
                 raise ValueError(

@@ -265,6 +265,11 @@ def test_parse_nvidia_smi_empty_and_garbage():
         kg.parse_nvidia_smi("NVIDIA-SMI has failed because it couldn't communicate")
 
 
+def test_parse_nvidia_smi_refuses_negative_memory_naming_the_value():
+    with pytest.raises(ValueError, match=r"negative: '-1234' MiB"):
+        kg.parse_nvidia_smi("NVIDIA GeForce RTX 4090, 24564, -1234, 580.105.08, 8.9\n")
+
+
 def test_parse_pci_devices_keeps_nvidia_display_controllers():
     text = (
         "0000:00:02.0 0x8086 0x3e92 0x030000\n"  # Intel iGPU
