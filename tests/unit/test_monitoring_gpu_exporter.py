@@ -50,9 +50,26 @@ def test_parse_gpus_leaves_out_fields_the_card_does_not_report():
 
 def test_parse_gpus_accepts_the_short_query_of_stack_smoke():
     # index,uuid,name,memory.total,memory.used: the fields roles/stack's verify asks for.
-    gpus = exporter.parse_gpus("0, GPU-y, NVIDIA H100 80GB HBM3, 81559, 0\n")
+    gpus = exporter.parse_gpus("0, GPU-y, NVIDIA H100 80GB HBM3, 81559, 0\n",
+                               fields=exporter.GPU_FIELDS[:5])
     assert gpus[0]["memory_used_bytes"] == 0
     assert gpus[0]["utilization_ratio"] is None
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A, rev 1", "NVIDIA B, rev 1, OEM",
+                                  "NVIDIA C, rev 1, OEM, 80GB"])
+def test_parse_gpus_keeps_commas_in_names_with_either_query(name):
+    # A five-field line whose name holds three commas has as many commas as an
+    # eight-field line: only the query that printed it says which it is.
+    short = exporter.parse_gpus(f"0, GPU-y, {name}, 81559, 512\n", fields=exporter.GPU_FIELDS[:5])
+    full = exporter.parse_gpus(f"0, GPU-y, {name}, 81559, 512, 38, 41, 118.42\n")
+    for gpu in short + full:
+        assert gpu["name"] == name
+        assert gpu["memory_total_bytes"] == 81559 * 1024 * 1024
+        assert gpu["memory_used_bytes"] == 512 * 1024 * 1024
+    assert short[0]["temperature_celsius"] is None and short[0]["power_watts"] is None
+    assert full[0]["temperature_celsius"] == 41
+    assert full[0]["power_watts"] == pytest.approx(118.42)
 
 
 def test_parse_apps_skips_no_process_lines_and_keeps_commas_in_names():

@@ -61,28 +61,28 @@ HELP = {
 }
 
 
-def parse_gpus(text: str) -> list[dict]:
-    """`--query-gpu=<GPU_FIELDS> --format=csv,noheader,nounits` lines, one dict per card;
-    also the first five fields alone (stack_smoke's query). Unreadable lines are left out."""
+def parse_gpus(text: str, fields: tuple[str, ...] = GPU_FIELDS) -> list[dict]:
+    """`--query-gpu=<fields> --format=csv,noheader,nounits` lines, one dict per card.
+    `fields` is the query that printed them: GPU_FIELDS, or its first five alone
+    (stack_smoke's query). The line's count of commas cannot tell the two apart, since
+    the name may hold any number of them (nvidia_smi.records keeps them in it).
+    Unreadable lines are left out."""
     gpus = []
-    for line in text.splitlines():
-        # Eight values, or five; a name with commas adds to the count either way.
-        fields = GPU_FIELDS if line.count(",") >= len(GPU_FIELDS) - 1 else GPU_FIELDS[:5]
-        for row in nvidia_smi.records(line, fields, free="name", strict=False):
-            total, used = (number(row[f]) for f in ("memory.total", "memory.used"))
-            util, temp, power = (number(row.get(f, "")) for f in GPU_FIELDS[5:])
-            gpus.append(
-                {
-                    "index": row["index"],
-                    "uuid": row["uuid"],
-                    "name": row["name"],
-                    "memory_total_bytes": None if total is None else total * MIB,
-                    "memory_used_bytes": None if used is None else used * MIB,
-                    "utilization_ratio": None if util is None else util / 100.0,
-                    "temperature_celsius": temp,
-                    "power_watts": power,
-                }
-            )
+    for row in nvidia_smi.records(text, fields, free="name", strict=False):
+        total, used = (number(row[f]) for f in ("memory.total", "memory.used"))
+        util, temp, power = (number(row.get(f, "")) for f in GPU_FIELDS[5:])
+        gpus.append(
+            {
+                "index": row["index"],
+                "uuid": row["uuid"],
+                "name": row["name"],
+                "memory_total_bytes": None if total is None else total * MIB,
+                "memory_used_bytes": None if used is None else used * MIB,
+                "utilization_ratio": None if util is None else util / 100.0,
+                "temperature_celsius": temp,
+                "power_watts": power,
+            }
+        )
     return gpus
 
 
