@@ -1,11 +1,11 @@
 """Fixtures shared by the acceptance checks. Pytest puts this folder on sys.path when it
-loads this file, so the checks can also import kokoro_gpu_plugin from here."""
+loads this file, so the checks can also import gpu_fact (GPU_FACT) from here."""
 
 import json
 import os
 
 import pytest
-from kokoro_gpu_plugin import GPU_FACT
+from gpu_fact import GPU_FACT
 
 # The compose project roles/stack writes (stack_project_dir); KOKORO_STACK_DIR overrides.
 STACK_DIR = os.environ.get("KOKORO_STACK_DIR", "/opt/kokoro-deploy/stack")

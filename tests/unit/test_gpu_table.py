@@ -79,7 +79,7 @@ def test_sized_cards_lists_each_card_once_smallest_first():
     assert all(name != "NVIDIA H100" for name, _ in sized)  # no size recorded
 
 
-def test_gpu_facts_and_the_planner_read_the_one_table(tmp_path):
+def test_gpu_facts_and_the_planner_read_the_one_table():
     """A card known to gpu_table only by id gets its compute capability from gpu_facts and
     its size from the planner, before any driver exists (the RTX 4080 had one without
     the other while the two roles kept their own tables)."""

@@ -6,7 +6,7 @@ Runs from Molecule against test hosts and against real hosts (tests/acceptance/R
 
 
 import pytest
-from kokoro_gpu_plugin import GPU_FACT
+from gpu_fact import GPU_FACT
 
 
 def test_gpu_facts_file_is_readable_by_all_and_written_by_root(host):
