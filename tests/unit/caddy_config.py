@@ -1,4 +1,4 @@
-"""The Caddyfile roles/stack renders, rendered and read as the role and Caddy do: the
+"""The Caddyfile roles/stack_proxy renders, rendered and read as the role and Caddy do: the
 pinned Caddy binary (images/proxy/Dockerfile's ARGs) from the test bed mirror's stand-in
 archive, the template rendered by ansible-playbook from the role's defaults and vars, and
 the JSON that binary adapts it to. Shared by the proxy's unit tests."""
@@ -18,20 +18,24 @@ from required_tools import missing
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "images/proxy/Dockerfile").read_text()
+# roles/stack_proxy's settings check and template, with its defaults and vars and those
+# of roles/stack, which includes it.
 PLAY = """
 - hosts: localhost
   gather_facts: false
   vars_files:
     - {repo}/roles/stack/defaults/main.yml
     - {repo}/roles/stack/vars/main.yml
+    - {repo}/roles/stack_proxy/defaults/main.yml
+    - {repo}/roles/stack_proxy/vars/main.yml
   vars:
     role_path: {repo}/roles/stack
   tasks:
     - name: Check the proxy's settings as the role does.
-      ansible.builtin.include_tasks: {repo}/roles/stack/tasks/proxy_settings.yml
+      ansible.builtin.include_tasks: {repo}/roles/stack_proxy/tasks/settings.yml
     - name: Render the Caddyfile.
       ansible.builtin.template:
-        src: {repo}/roles/stack/templates/Caddyfile.j2
+        src: {repo}/roles/stack_proxy/templates/Caddyfile.j2
         dest: "{{{{ out }}}}"
         mode: "0600"
 """
@@ -81,7 +85,7 @@ def render(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
         **extra,
     }
     # The template's filters, as the role loads them.
-    plugins = {"ANSIBLE_FILTER_PLUGINS": str(REPO / "roles/stack/filter_plugins")}
+    plugins = {"ANSIBLE_FILTER_PLUGINS": str(REPO / "roles/stack_proxy/filter_plugins")}
     return run_local_play(tmp_path / "play.yml", variables, env=plugins)
 
 

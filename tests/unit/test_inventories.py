@@ -55,10 +55,13 @@ SPECS = role_specs()
 
 
 def owning_role(var: str) -> str | None:
-    """The role whose prefix the variable carries (the longest, so that
-    nvidia_container_toolkit_* is not taken for another role's)."""
+    """The role whose prefix the variable carries and whose spec declares it, else the
+    longest such prefix (so that nvidia_container_toolkit_* is not taken for another
+    role's). stack_proxy_enabled carries stack_proxy's prefix, but is stack's: stack runs
+    the proxy's container, stack_proxy writes what it serves."""
     roles = [r for r in SPECS if var.startswith(r + "_")]
-    return max(roles, key=len) if roles else None
+    declared = [r for r in roles if var in SPECS[r]]
+    return max(declared or roles, key=len) if roles else None
 
 
 def role_defaults(role: str) -> dict:

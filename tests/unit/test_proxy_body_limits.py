@@ -1,4 +1,4 @@
-"""The proxy's body limits, run: the Caddyfile roles/stack renders, adapted by the pinned
+"""The proxy's body limits, run: the Caddyfile roles/stack_proxy renders, adapted by the pinned
 Caddy and served by it on loopback (plain HTTP, upstreams moved to loopback: the only
 changes), in front of Kokoro's own body limit (kokoro_server.app.BodyLimit, the code the
 image runs) and of a service that reads whatever it is sent.

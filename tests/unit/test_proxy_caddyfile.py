@@ -1,4 +1,4 @@
-"""The Caddyfile roles/stack renders (templates/Caddyfile.j2) is one that the pinned
+"""The Caddyfile roles/stack_proxy renders (templates/Caddyfile.j2) is one that the pinned
 Caddy release (images/proxy/Dockerfile) accepts: rendered by ansible-playbook from the
 role's own defaults and vars, then adapted and validated by that exact binary (the
 archive tests/testbed/caddy_release.sh puts on the test bed's mirror, its sha256 checked

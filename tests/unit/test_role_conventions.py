@@ -35,8 +35,12 @@ def test_role_defaults_are_prefixed_and_match_the_argument_spec(role):
 
 # Roles converged by another role's scenario, and the playbook that scenario imports for
 # them: monitoring watches the stack it sits beside, so one host converges both (and a
-# second stack just to be monitored would cost CI 7 minutes).
-SCENARIO_OF = {"monitoring": ("stack", "ansible/monitoring.yml")}
+# second stack just to be monitored would cost CI 7 minutes); stack_proxy runs only
+# inside stack, and the stack scenario has the proxy on (tests/acceptance/stack/test_proxy.py).
+SCENARIO_OF = {
+    "monitoring": ("stack", "ansible/monitoring.yml"),
+    "stack_proxy": ("stack", "ansible/site.yml"),
+}
 
 
 @pytest.mark.parametrize("role", ROLES)

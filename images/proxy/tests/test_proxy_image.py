@@ -32,18 +32,18 @@ def test_base_image_is_an_arg_with_a_public_default():
     assert default and "/" not in default[1] and ":" in default[1], head
 
 
-def test_runs_as_the_uid_roles_stack_gives_its_files():
+def test_runs_as_the_uid_roles_stack_proxy_gives_its_files():
     user = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
     assert user == ["10004:10004"], user
-    stack_vars = (IMAGE.parents[1] / "roles/stack/vars/main.yml").read_text()
-    assert "__stack_proxy_uid: 10004" in stack_vars
+    role_vars = (IMAGE.parents[1] / "roles/stack_proxy/vars/main.yml").read_text()
+    assert "__stack_proxy_uid: 10004" in role_vars
 
 
 def test_health_page_and_entrypoint_match_the_compose_service():
     assert "HEALTHCHECK" in DOCKERFILE and "http://127.0.0.1:8081/healthz" in DOCKERFILE
     caddyfile = (IMAGE / "Caddyfile").read_text()
     assert "http://:8081" in caddyfile and "bind 127.0.0.1" in caddyfile
-    template = (IMAGE.parents[1] / "roles/stack/templates/Caddyfile.j2").read_text()
+    template = (IMAGE.parents[1] / "roles/stack_proxy/templates/Caddyfile.j2").read_text()
     assert "http://:8081" in template and "respond /healthz" in template
     entry = re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M)[1]
     assert (
