@@ -12,9 +12,9 @@ compatibility (CUDA release notes, tables 2 and 3), and the open kernel module r
 from pathlib import Path
 
 import pytest
-from ansible.plugins.loader import filter_loader
 from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions as kg
 from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table
+from role_filters import role_filters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -302,7 +302,7 @@ def test_uncovered_caps_names_the_cards_a_build_cannot_run():
 def test_parse_nvidia_smi_reads_the_output_of_a_real_h100():
     """docs/benchmarks/nvidia-smi-query-h100.csv is verbatim nvidia-smi output from the
     H100 lent for the 2026-11-27 benchmark: the parser the roles use must read it."""
-    real = Path(__file__).resolve().parents[2] / "docs/benchmarks/nvidia-smi-query-h100.csv"
+    real = REPO / "docs/benchmarks/nvidia-smi-query-h100.csv"
     (gpu,) = kg.parse_nvidia_smi(real.read_text())
     assert gpu["name"] == "NVIDIA H100 80GB HBM3"
     assert (gpu["memory_total_mib"], gpu["memory_used_mib"]) == (81559, 0)
@@ -315,7 +315,6 @@ def test_parse_nvidia_smi_reads_the_output_of_a_real_h100():
 def test_the_role_filters_are_these_functions():
     """roles/gpu_facts/filter_plugins/kokoro_gpu.py, as Ansible loads it, names these
     functions and nothing of its own (the roles' tasks use these names)."""
-    filter_loader.add_directory(str(REPO / "roles" / "gpu_facts" / "filter_plugins"))
     expected = {
         "kokoro_gpu_parse_nvidia_smi": kg.parse_nvidia_smi,
         "kokoro_gpu_parse_pci_devices": kg.parse_pci_devices,
@@ -331,7 +330,6 @@ def test_the_role_filters_are_these_functions():
         "kokoro_gpu_open_modules_support": kg.open_modules_support,
         "kokoro_gpu_vram_headroom_mib": kg.vram_headroom_mib,
     }
-    for name, function in expected.items():
-        assert filter_loader.get(name).j2_function is function, name
+    assert role_filters("gpu_facts", expected) == expected
     assert kg.flavour_cuda("cu128") == "12.8"
     assert kg.flavour_cuda("cpu") is None
