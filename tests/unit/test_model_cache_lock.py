@@ -11,9 +11,11 @@ import hf_standin
 import pytest
 import tiny_gguf
 import yaml
+from ansible.errors import AnsibleFilterError
 from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_lock as lk
 from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_plan as plan
 from local_play import run_local_play
+from role_filters import role_filters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,6 +64,12 @@ def test_a_digest_pinned_in_the_manifest_wins_over_the_lock():
 def test_an_unknown_companion_is_refused_naming_the_known_ones():
     with pytest.raises(lk.LockError, match="llm/qwen3-8b-q4_k_m"):
         lk.companion_artifacts(MANIFEST, ["llm/llama-70b"])
+
+
+def test_the_role_filter_refuses_it_as_a_filter_error_not_a_traceback():
+    companions = role_filters("model_cache", ["model_cache_companions"])["model_cache_companions"]
+    with pytest.raises(AnsibleFilterError, match=r"^model_cache: .*llm/qwen3-8b-q4_k_m"):
+        companions(MANIFEST, ["llm/llama-70b"])
 
 
 def test_a_malformed_lock_is_refused_naming_the_entry():

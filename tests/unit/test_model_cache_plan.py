@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible.errors import AnsibleFilterError
 from ansible_collections.kokoro.deploy.plugins.module_utils import model_cache_plan as plan
+from role_filters import role_filters
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,6 +125,17 @@ def test_plan_sources_fails_naming_the_setting_to_fix(kwargs, message):
     chosen = plan.select_artifacts(MANIFEST, ["onnx"], [])
     with pytest.raises(plan.PlanError, match=message):
         plan.plan_sources(chosen, **kwargs)
+
+
+def test_the_role_filters_fail_with_the_plans_message_not_a_traceback():
+    filters = role_filters("model_cache", ["model_cache_select", "model_cache_plan_sources"])
+    select, sources = filters["model_cache_select"], filters["model_cache_plan_sources"]
+    assert select(MANIFEST, ["onnx"], ["af_heart"]) == plan.select_artifacts(
+        MANIFEST, ["onnx"], ["af_heart"])
+    with pytest.raises(AnsibleFilterError, match=r"^model_cache: unknown voice"):
+        select(MANIFEST, ["onnx"], ["af_nobody"])
+    with pytest.raises(AnsibleFilterError, match=r"^model_cache: .*model_cache_mirror_url"):
+        sources(select(MANIFEST, ["onnx"], []), source="mirror")
 
 
 def test_cache_index_carries_name_path_and_digest_of_each_file():
