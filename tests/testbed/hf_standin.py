@@ -7,7 +7,9 @@ carrying X-Repo-Commit (the commit the revision resolved to), X-Linked-Etag (the
 sha256, quoted), X-Linked-Size and ETag; the CDN path serves the bytes with single-range
 requests (206) for resumed downloads. A revision is a branch name (refs/<name> holds its
 commit) or a 40-hex commit. One JSON line per request goes to --log (method, path,
-range, auth, status, bytes), the same shape as the mirror's log.
+range, auth, status, bytes). The file serving, the range requests and the log are the
+model mirror's (mirror_server.py, imported from beside this file: on test hosts the
+Molecule scenarios copy it there too).
 
 Files live on disk as DIR/<org>/<repo>/commits/<commit>/<file>; `publish` adds one:
 
@@ -21,22 +23,18 @@ Standard library only: the Molecule scenario runs it inside its test hosts.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
-import json
 import os
 import re
 import shutil
 import sys
-import threading
 import typing
 import urllib.parse
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+import mirror_server  # beside it: here a link into tests/molecule/model_cache/files
+
 COMMIT = re.compile(r"[0-9a-f]{40}")
-CHUNK = 1 << 16
 
 
 def sha256_file(path: str) -> str:
@@ -63,10 +61,10 @@ def publish(directory: str, repo: str, file: str, src: str, ref: str = "main") -
     return commit
 
 
-class Handler(BaseHTTPRequestHandler):
-    directory = "."
-    log_path: str | None = None
-    _log_lock = threading.Lock()
+class Handler(mirror_server.MirrorHandler):
+    """The mirror's handler (file serving, range requests, the JSON log) under /cdn/,
+    with Hugging Face's resolve redirects in front of it."""
+
     _digests: typing.ClassVar[dict] = {}
 
     def _digest(self, path: str) -> str:
@@ -93,15 +91,19 @@ class Handler(BaseHTTPRequestHandler):
         path = os.path.join(base, "commits", commit, name)
         return (commit, path) if os.path.isfile(path) else None
 
+    def translate_path(self, path: str) -> str:
+        # /cdn/<org>/<repo>/commits/<commit>/<file> is that file under the directory.
+        return super().translate_path(path.removeprefix("/cdn"))
+
     def _answer(self, body: bool) -> None:
-        self._status, self._sent = None, 0
         path = urllib.parse.urlsplit(self.path).path
         parts = [urllib.parse.unquote(p) for p in path.split("/")[1:]]
         if ".." in parts:
             return self._plain(HTTPStatus.BAD_REQUEST)
         if parts and parts[0] == "cdn":
-            path = os.path.join(self.directory, *parts[1:])
-            return self._file(path, body) if os.path.isfile(path) else self._plain(404)
+            if not os.path.isfile(os.path.join(self.directory, *parts[1:])):
+                return self._plain(HTTPStatus.NOT_FOUND)
+            return super().do_GET() if body else super().do_HEAD()
         found = self._resolve(parts)
         if not found:
             return self._plain(HTTPStatus.NOT_FOUND)
@@ -124,97 +126,18 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _file(self, path: str, body: bool) -> None:
-        size = os.path.getsize(path)
-        start, end = 0, size - 1
-        match = RANGE.match(self.headers.get("Range") or "")
-        if match:
-            start = int(match.group(1))
-            end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
-            if start >= size:
-                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(HTTPStatus.PARTIAL_CONTENT)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        else:
-            self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if not body:
-            return
-        remaining = end - start + 1
-        with open(path, "rb") as f:
-            f.seek(start)
-            while remaining > 0:
-                block = f.read(min(CHUNK, remaining))
-                if not block:
-                    break
-                self.wfile.write(block)
-                self._sent += len(block)
-                remaining -= len(block)
-
     def do_HEAD(self):
         self._answer(body=False)
 
     def do_GET(self):
         self._answer(body=True)
 
-    def send_response(self, code, message=None):
-        self._status = int(code)
-        super().send_response(code, message)
-
-    def handle_one_request(self):
-        super().handle_one_request()
-        if self.log_path and getattr(self, "command", None):
-            entry = {
-                "method": self.command,
-                "path": self.path,
-                "range": self.headers.get("Range") if self.headers else None,
-                "auth": bool(self.headers.get("Authorization")) if self.headers else False,
-                "status": getattr(self, "_status", None),
-                "bytes": getattr(self, "_sent", 0),
-            }
-            with self._log_lock, open(self.log_path, "a") as log:
-                log.write(json.dumps(entry) + "\n")
-
-    def log_message(self, format, *args):
-        pass
-
-
-class Server(ThreadingHTTPServer):
-    """Counts the connections being served: a request is logged after its last byte is
-    sent, so a client can be done before its line is written; wait_idle() waits for it."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._busy, self._idle = 0, threading.Condition()
-
-    def finish_request(self, request, client_address):
-        with self._idle:
-            self._busy += 1
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self._idle:
-                self._busy -= 1
-                self._idle.notify_all()
-
-    def wait_idle(self, timeout: float = 60) -> None:
-        with self._idle:
-            if not self._idle.wait_for(lambda: self._busy == 0, timeout=timeout):
-                raise TimeoutError("the stand-in is still serving a request")
-
 
 def make_server(directory: str, port: int = 0, log: str | None = None,
-                bind: str = "127.0.0.1") -> Server:
-    handler = type("StandinHandler", (Handler,),
-                   {"directory": os.path.abspath(directory), "log_path": log, "_digests": {}})
-    return Server((bind, port), functools.partial(handler))
+                bind: str = "127.0.0.1") -> mirror_server.Server:
+    handler = type("StandinHandler", (Handler,), {"_digests": {}})
+    return mirror_server.make_server(os.path.abspath(directory), port, log, bind=bind,
+                                     handler=handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,14 +165,14 @@ def test_a_manifest_pin_that_hugging_face_confirms_is_fetched_and_reported(
 def test_a_download_unlike_hugging_faces_declared_digest_is_not_installed(
         tmp_path, standin, gguf, monkeypatch):
     # A mirror that declares one digest and serves other bytes: the CDN copy is altered.
-    real_answer = hf_standin.Handler._file
+    real_path = hf_standin.Handler.translate_path
 
-    def altered(self, path, body):
-        alt = Path(str(path) + ".altered")
-        alt.write_bytes(b"X" + Path(path).read_bytes()[1:])
-        return real_answer(self, str(alt), body)
+    def altered(self, path):
+        alt = Path(real_path(self, path) + ".altered")
+        alt.write_bytes(b"X" + Path(real_path(self, path)).read_bytes()[1:])
+        return str(alt)
 
-    monkeypatch.setattr(hf_standin.Handler, "_file", altered)
+    monkeypatch.setattr(hf_standin.Handler, "translate_path", altered)
     cache = tmp_path / "cache"
     result = run(cache, artifact(standin))
     (error,) = result["errors"]

@@ -6,20 +6,19 @@ import functools
 import hashlib
 import json
 import random
-import sys
 import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+# The mirror server the Molecule scenario copies onto its hosts (a script, not a package;
+# tests/testbed, on the path, links to it).
+import mirror_server
 import pytest
 from ansible.module_utils.urls import open_url
 from ansible_collections.kokoro.deploy.plugins.modules import model_cache_fetch as fetch
 
 REPO = Path(__file__).resolve().parents[2]
-# The mirror server the Molecule scenario copies onto its hosts (a script, not a package).
-sys.path.insert(0, str(REPO / "tests" / "molecule" / "model_cache" / "files"))
-import mirror_server  # noqa: E402
 
 # Over three read blocks; fixed bytes, so a corrupted copy always differs from it.
 PAYLOAD = random.Random(20261206).randbytes(3 * (1 << 20) + 12345)
@@ -36,22 +35,6 @@ class Mirror:
         self.log = root.parent / f"access-{root.name}-{support_range}.log"
         self.server = mirror_server.make_server(str(root), 0, str(self.log), support_range)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        # Connections being served: the server logs a request after its last byte is
-        # sent, so a client can be done before its line is written.
-        self._busy, self._idle = 0, threading.Condition()
-        serve = self.server.finish_request
-
-        def finish_request(request, address):
-            with self._idle:
-                self._busy += 1
-            try:
-                serve(request, address)
-            finally:
-                with self._idle:
-                    self._busy -= 1
-                    self._idle.notify_all()
-
-        self.server.finish_request = finish_request
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
@@ -59,8 +42,7 @@ class Mirror:
     def requests(self):
         """The logged requests, once every connection the client made is served (each
         was accepted before the client saw its answer)."""
-        with self._idle:
-            assert self._idle.wait_for(lambda: self._busy == 0, timeout=60), "mirror stuck"
+        self.server.wait_idle()
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]

@@ -7,7 +7,9 @@ carried a token.
     python3 mirror_server.py --directory DIR --port 18080 --log FILE [--no-range]
 
 --no-range makes it answer every request with the whole file (200), as
-`python3 -m http.server` does. Standard library only: it runs on the test hosts.
+`python3 -m http.server` does. Standard library only: it runs on the test hosts. The
+Hugging Face stand-in (tests/testbed/hf_standin.py) builds on it: the same file serving,
+range requests and log, so the molecule scenarios copy this file beside it.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ class MirrorHandler(SimpleHTTPRequestHandler):
     _log_lock = threading.Lock()
 
     def send_head(self):
-        self._sent = 0
-        self._status = None
         range_header = self.headers.get("Range")
         path = self.translate_path(self.path)
         match = RANGE.match(range_header or "")
@@ -77,7 +77,7 @@ class MirrorHandler(SimpleHTTPRequestHandler):
         pass  # logged once the body is sent, in handle_one_request
 
     def handle_one_request(self):
-        self._remaining = None
+        self._remaining, self._status, self._sent = None, None, 0
         super().handle_one_request()
         if self.log_path and getattr(self, "command", None):
             entry = {
@@ -97,12 +97,37 @@ class MirrorHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    """Counts the connections being served: a request is logged after its last byte is
+    sent, so a client can be done before its line is written; wait_idle() waits for it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._busy, self._idle = 0, threading.Condition()
+
+    def finish_request(self, request, client_address):
+        with self._idle:
+            self._busy += 1
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._busy == 0, timeout=timeout):
+                raise TimeoutError(f"{type(self).__name__}: still serving a request")
+
+
 def make_server(directory: str, port: int, log: str | None, support_range: bool = True,
-                bind: str = "127.0.0.1") -> ThreadingHTTPServer:
+                bind: str = "127.0.0.1", handler: type = MirrorHandler) -> Server:
+    """A server of `directory` on bind:port (0: any free port); `handler` a MirrorHandler."""
     handler = type(
-        "Handler", (MirrorHandler,), {"support_range": support_range, "log_path": log}
+        handler.__name__, (handler,), {"support_range": support_range, "log_path": log}
     )
-    return ThreadingHTTPServer((bind, port), functools.partial(handler, directory=directory))
+    return Server((bind, port), functools.partial(handler, directory=directory))
 
 
 def main() -> None:

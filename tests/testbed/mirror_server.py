@@ -1,0 +1,1 @@
+../molecule/model_cache/files/mirror_server.py
