@@ -6,15 +6,13 @@ health-checked and ordered by health, and every setting it reads documented in
 `docker compose config` is the real Compose parser (the test bed installs the plugin);
 without it those tests fail in CI (CI=true) and are skipped elsewhere."""
 
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from required_tools import require_compose
+from required_tools import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"
@@ -29,7 +27,6 @@ COMPOSE_FILES = ("compose.yml", "compose.gpu.yml", "compose.publish.yml", "compo
 
 
 def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
-    require_compose()
     for name in COMPOSE_FILES:
         shutil.copy(COMPOSE / name, tmp_path)
     env = (COMPOSE / ".env.example").read_text()
@@ -44,17 +41,7 @@ def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
     (tmp_path / "secrets" / "kokoro_api_keys").write_text("")
     (tmp_path / "secrets" / "llm_api_keys").write_text("")
     (tmp_path / "secrets" / "proxy").mkdir()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "KOKORO_"))}
-    out = subprocess.run(
-        ["docker", "compose", "config", "--format", "yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=clean,
-    )
-    assert out.returncode == 0, out.stderr
-    return yaml.safe_load(out.stdout)
+    return compose_config(tmp_path, drop_env=("COMPOSE_", "KOKORO_"))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions as kg
 from ansible_collections.kokoro.deploy.plugins.module_utils import vram_plan
+from required_tools import run_ok
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv running the tests, wherever it lives
@@ -79,22 +79,10 @@ def run_inventory(src: Path, work: Path) -> tuple[dict, str]:
         "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
         "ANSIBLE_HOME": str(work / "home"),
     }
-    proc = subprocess.run(
-        [
-            str(BIN / "ansible-inventory"),
-            "-i",
-            str(copy / "hosts.yml"),
-            # No vault password and no -e: listing must not need the vault (values
-            # stay templates until a play runs; extra vars would show up as hostvars).
-            "--list",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    # No vault password and no -e: listing must not need the vault (values stay
+    # templates until a play runs; extra vars would show up as hostvars).
+    proc = run_ok([str(BIN / "ansible-inventory"), "-i", str(copy / "hosts.yml"), "--list"],
+                  env=env, timeout=120)
     return json.loads(proc.stdout), proc.stderr
 
 
@@ -370,14 +358,7 @@ def test_homelab_fits_a_16gb_card_and_the_cpu(tmp_path, llm):
 
 def test_inventories_are_yamllint_clean():
     paths = [str(REPO / "inventory" / name) for name in INVENTORIES]
-    proc = subprocess.run(
-        [str(BIN / "yamllint"), "-s", *paths],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_ok([str(BIN / "yamllint"), "-s", *paths], cwd=REPO)
 
 
 def test_no_real_registry_or_address_is_named():

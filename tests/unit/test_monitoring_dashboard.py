@@ -8,16 +8,14 @@ the issue asks for are there. Grafana's and DCGM's compose files pass
 `docker compose config` (skipped without the compose plugin, failed in CI)."""
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import jinja2
 import kokoro_gpu_exporter as gpu_exporter
 import pytest
 import yaml
-from required_tools import require_compose
+from required_tools import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/monitoring"
@@ -224,26 +222,17 @@ def test_dashboard_provider_points_where_compose_mounts_the_dashboard():
     assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", image), "pin Grafana by tag"
 
 
-def compose_config(tmp_path: Path, text: str, extra: dict | None = None) -> dict:
-    require_compose()
+def project_config(tmp_path: Path, text: str, extra: dict | None = None) -> dict:
+    """`docker compose config` of `text` as compose.yml, with the `extra` files beside it."""
     (tmp_path / "compose.yml").write_text(text)
     for name, content in (extra or {}).items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content)
-    out = subprocess.run(
-        ["docker", "compose", "config", "--format", "yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")},
-    )
-    assert out.returncode == 0, out.stderr
-    return yaml.safe_load(out.stdout)
+    return compose_config(tmp_path)
 
 
 def test_grafana_compose_file_passes_docker_compose_config(tmp_path):
-    config = compose_config(
+    config = project_config(
         tmp_path,
         render("grafana/compose.grafana.yml.j2"),
         {
@@ -259,7 +248,7 @@ def test_grafana_compose_file_passes_docker_compose_config(tmp_path):
 
 
 def test_dcgm_compose_file_passes_docker_compose_config(tmp_path):
-    config = compose_config(
+    config = project_config(
         tmp_path, render("compose.dcgm.yml.j2", monitoring_node_exporter_bind_address="0.0.0.0")
     )
     service = config["services"]["dcgm-exporter"]

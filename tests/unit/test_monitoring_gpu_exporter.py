@@ -10,7 +10,7 @@ from pathlib import Path
 
 import kokoro_gpu_exporter as exporter
 import pytest
-from required_tools import promtool
+from required_tools import promtool, run_ok
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles/monitoring/files/kokoro_gpu_exporter.py"
@@ -114,14 +114,7 @@ def test_render_is_valid_exposition_text_with_per_process_services():
     # Each metric's HELP and TYPE once, before its samples.
     for name in exporter.HELP:
         assert text.count(f"# TYPE {name} ") <= 1
-    out = subprocess.run(
-        [promtool(), "check", "metrics"],
-        input=text,
-        text=True,
-        capture_output=True,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    run_ok([promtool(), "check", "metrics"], input=text)
 
 
 def test_label_values_are_escaped():

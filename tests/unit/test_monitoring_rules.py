@@ -6,13 +6,12 @@ its defaults, as the role renders it. promtool comes with Debian's `prometheus` 
 without it these tests fail in CI (CI=true) and are skipped elsewhere."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
-from required_tools import promtool
+from required_tools import promtool, run_ok
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/monitoring"
@@ -30,8 +29,8 @@ def render(template: str, **overrides) -> str:
     return env.get_template(template).render(**values)
 
 
-def run(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([promtool(), *args], cwd=cwd, capture_output=True, text=True, check=False)
+def promtool_passes(*args, cwd=None) -> None:
+    run_ok([promtool(), *args], cwd=cwd)
 
 
 @pytest.fixture
@@ -42,8 +41,7 @@ def rules(tmp_path) -> Path:
 
 
 def test_alert_rules_pass_promtool_check(rules):
-    out = run("check", "rules", str(rules))
-    assert out.returncode == 0, out.stdout + out.stderr
+    promtool_passes("check", "rules", str(rules))
     names = [r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]]
     assert {
         "KokoroDeployServiceDown",
@@ -54,8 +52,7 @@ def test_alert_rules_pass_promtool_check(rules):
 
 
 def test_dcgm_recording_rules_pass_promtool_check():
-    out = run("check", "rules", str(ROLE / "files/dcgm.rules.yml"))
-    assert out.returncode == 0, out.stdout + out.stderr
+    promtool_passes("check", "rules", str(ROLE / "files/dcgm.rules.yml"))
 
 
 def test_bounds_come_from_the_variables(tmp_path):
@@ -279,5 +276,4 @@ UNIT_TESTS = {
 
 def test_alerts_fire_when_they_should_promtool_test_rules(rules, tmp_path):
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(UNIT_TESTS, sort_keys=False))
-    out = run("test", "rules", "tests.yml", cwd=tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
+    promtool_passes("test", "rules", "tests.yml", cwd=tmp_path)

@@ -6,14 +6,13 @@ Prometheus could not reach is a clear error naming the variable. The rendered
 prometheus.yml passes `promtool check config` and holds no key."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
 from ansible_collections.kokoro.deploy.plugins.module_utils import monitoring_targets as mt
-from required_tools import promtool
+from required_tools import promtool, run_ok
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/monitoring"
@@ -151,16 +150,8 @@ def test_rendered_prometheus_config_passes_promtool_and_holds_no_key(tmp_path):
         "server_name": "tts-02",
     }
     assert jobs["llm/tts-01"]["static_configs"][0]["labels"] == {"host": "tts-01", "service": "llm"}
-    tool = promtool()
     (tmp_path / "prometheus.yml").write_text(text)
-    out = subprocess.run(
-        [tool, "check", "config", "--syntax-only", "prometheus.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    run_ok([promtool(), "check", "config", "--syntax-only", "prometheus.yml"], cwd=tmp_path)
 
 
 def test_a_service_without_a_key_gets_no_authorization():
