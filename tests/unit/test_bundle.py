@@ -64,6 +64,11 @@ def build(out: Path, *args: str) -> int:
     return bundle.main(["build", "--out", str(out), *args])
 
 
+def build_models(out: Path, models: Path, *args: str) -> int:
+    """A build of SELECT's models copied from the folder `models`, with `args` added."""
+    return build(out, "--models-from", str(models), *SELECT, *args)
+
+
 def only_bundle(out: Path) -> Path:
     found = sorted(out.iterdir())
     assert len(found) == 1, f"expected one archive and nothing else in {out}: {found}"
@@ -87,7 +92,7 @@ def model_sums(top: Path) -> list[str]:
 
 
 def test_bundle_verifies_and_unpacks_into_the_model_cache_layout(tmp_path, models_src, capsys):
-    assert build(tmp_path / "dist", "--models-from", str(models_src), "--label", "t", *SELECT) == 0
+    assert build_models(tmp_path / "dist", models_src, "--label", "t") == 0
     archive = only_bundle(tmp_path / "dist")
     assert archive.name == "kokoro-deploy-bundle-t.tar"
     assert bundle.main(["verify", str(archive), "--manifest", str(MANIFEST)]) == 0
@@ -130,7 +135,7 @@ def test_bundle_verifies_and_unpacks_into_the_model_cache_layout(tmp_path, model
 def test_verify_names_a_corrupted_file_in_the_archive_and_in_the_folder(
     tmp_path, models_src, capsys
 ):
-    build(tmp_path / "dist", "--models-from", str(models_src), "--label", "c", *SELECT)
+    build_models(tmp_path / "dist", models_src, "--label", "c")
     archive = only_bundle(tmp_path / "dist")
     top = extract(archive, tmp_path / "unpacked")
     capsys.readouterr()
@@ -172,7 +177,7 @@ def test_a_source_file_off_its_pin_fails_naming_both_digests_and_leaves_nothing(
     bad = tmp_path / "manifest.yml"
     bad.write_text(yaml.safe_dump(manifest))
     out = tmp_path / "dist"
-    rc = build(out, "--manifest", str(bad), "--models-from", str(models_src), *SELECT)
+    rc = build_models(out, models_src, "--manifest", str(bad))
     assert rc == 2
     err = capsys.readouterr().err
     assert f"digest mismatch for kokoro/voices/bf_emma.pt from {models_src}" in err
@@ -183,16 +188,8 @@ def test_a_source_file_off_its_pin_fails_naming_both_digests_and_leaves_nothing(
 def test_a_build_failing_midway_leaves_no_output_and_no_temp_dir(tmp_path, models_src, capsys):
     """Models are already in the partial archive when pip fails on the wheels."""
     out = tmp_path / "dist"
-    rc = build(
-        out,
-        "--models-from",
-        str(models_src),
-        *SELECT,
-        "--wheels",
-        "kokoro-deploy-no-such-package",
-        "--pip-option=--no-index",
-        f"--pip-option=--find-links={tmp_path}",
-    )
+    rc = build_models(out, models_src, "--wheels", "kokoro-deploy-no-such-package",
+                      "--pip-option=--no-index", f"--pip-option=--find-links={tmp_path}")
     assert rc == 2
     err = capsys.readouterr().err
     assert "models: 3 files verified" in err
@@ -202,14 +199,7 @@ def test_a_build_failing_midway_leaves_no_output_and_no_temp_dir(tmp_path, model
 
 def test_a_missing_image_or_model_file_is_named_with_the_fix(tmp_path, models_src, capsys):
     out = tmp_path / "dist"
-    rc = build(
-        out,
-        "--models-from",
-        str(models_src),
-        *SELECT,
-        "--images",
-        "kokoro-deploy/no-such-image:never",
-    )
+    rc = build_models(out, models_src, "--images", "kokoro-deploy/no-such-image:never")
     assert rc == 2
     err = capsys.readouterr().err
     assert "kokoro-deploy/no-such-image:never" in err
@@ -219,7 +209,7 @@ def test_a_missing_image_or_model_file_is_named_with_the_fix(tmp_path, models_sr
     partial = tmp_path / "partial-src"
     shutil.copytree(models_src, partial)
     (partial / "kokoro/voices/bf_emma.pt").unlink()
-    assert build(out, "--models-from", str(partial), *SELECT) == 2
+    assert build_models(out, partial) == 2
     assert "model file kokoro/voices/bf_emma.pt (voice-bf_emma) is missing" in (
         capsys.readouterr().err
     )
@@ -229,15 +219,15 @@ def test_a_missing_image_or_model_file_is_named_with_the_fix(tmp_path, models_sr
 def test_same_inputs_give_the_same_model_sums_and_with_a_fixed_time_the_same_archive(
     tmp_path, models_src, monkeypatch
 ):
-    build(tmp_path / "a", "--models-from", str(models_src), "--label", "x", *SELECT)
-    build(tmp_path / "b", "--models-from", str(models_src), "--label", "y", *SELECT)
+    build_models(tmp_path / "a", models_src, "--label", "x")
+    build_models(tmp_path / "b", models_src, "--label", "y")
     sums_a = model_sums(extract(only_bundle(tmp_path / "a"), tmp_path / "ua"))
     sums_b = model_sums(extract(only_bundle(tmp_path / "b"), tmp_path / "ub"))
     assert len(sums_a) == 3 and sums_a == sums_b
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764201600")
-    build(tmp_path / "c", "--models-from", str(models_src), "--label", "r", *SELECT)
-    build(tmp_path / "d", "--models-from", str(models_src), "--label", "r", *SELECT)
+    build_models(tmp_path / "c", models_src, "--label", "r")
+    build_models(tmp_path / "d", models_src, "--label", "r")
     assert only_bundle(tmp_path / "c").read_bytes() == only_bundle(tmp_path / "d").read_bytes()
 
 
@@ -249,7 +239,7 @@ def test_models_download_from_a_mirror_url_on_loopback(tmp_path, models_src, cap
     try:
         url = f"http://127.0.0.1:{server.server_port}/"
         assert build(tmp_path / "net", "--models-url", url, *SELECT) == 0
-        assert build(tmp_path / "dir", "--models-from", str(models_src), *SELECT) == 0
+        assert build_models(tmp_path / "dir", models_src) == 0
         # A file the mirror lacks is named with the URL that failed, and nothing is left.
         rc = build(tmp_path / "miss", "--models-url", url, "--engines", "--voices", "af_sky")
         assert rc == 2 and nothing_in(tmp_path / "miss")

@@ -99,12 +99,6 @@ TORCH_27 = [
 ]
 
 
-@pytest.mark.parametrize(("card", "branch", "flavour", "compat"), TORCH_27)
-def test_torch_2_7_flavour(card, branch, flavour, compat):
-    plan = kg.plan_torch_flavour("2.7.1", gpus(card, branch))
-    assert (plan["flavour"], plan["compat"]) == (flavour, compat)
-
-
 # torch 2.13 (cu126, cu130, cu132; RELEASE.md matrix): 580 runs cu130 fully and cu132
 # only through minor compatibility, so full cu130 wins; 535 can run no 13.x build.
 TORCH_213 = [
@@ -115,9 +109,11 @@ TORCH_213 = [
 ]
 
 
-@pytest.mark.parametrize(("card", "branch", "flavour", "compat"), TORCH_213)
-def test_torch_2_13_flavour(card, branch, flavour, compat):
-    plan = kg.plan_torch_flavour("2.13.0", gpus(card, branch))
+@pytest.mark.parametrize(("torch", "card", "branch", "flavour", "compat"),
+                         [("2.7.1", *case) for case in TORCH_27]
+                         + [("2.13.0", *case) for case in TORCH_213])
+def test_torch_flavour_of_other_releases(torch, card, branch, flavour, compat):
+    plan = kg.plan_torch_flavour(torch, gpus(card, branch))
     assert (plan["flavour"], plan["compat"]) == (flavour, compat)
 
 

@@ -53,22 +53,24 @@ def render(role: str, key: str, host: str, machine: str = "x86_64", **overrides)
     return vu.vendor_url(role_defaults(role, **overrides)[key], segments)
 
 
+def repo_and_key(role: str, prefix: str, host: str, machine: str) -> tuple[str, str]:
+    """The role's <prefix>_url and <prefix>_key_url as rendered for this host."""
+    return (render(role, f"{prefix}_url", host, machine),
+            render(role, f"{prefix}_key_url", host, machine))
+
+
 @pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("machine,arch", [("x86_64", "x86_64"), ("aarch64", "sbsa")])
 def test_the_cuda_repository_and_key_follow_nvidias_layout(host, machine, arch):
-    repo = render("nvidia_driver", "nvidia_driver_nvidia_repo_url", host, machine)
-    key = render("nvidia_driver", "nvidia_driver_nvidia_repo_key_url", host, machine)
-    assert repo == f"{CUDA}/{host}/{arch}/"
-    assert key == f"{CUDA}/{host}/{arch}/3bf863cc.pub"
+    assert repo_and_key("nvidia_driver", "nvidia_driver_nvidia_repo", host, machine) == (
+        f"{CUDA}/{host}/{arch}/", f"{CUDA}/{host}/{arch}/3bf863cc.pub")
 
 
 @pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("machine,deb_arch", [("x86_64", "amd64"), ("aarch64", "arm64")])
 def test_the_toolkit_repository_and_key_follow_nvidias_layout(host, machine, deb_arch):
-    repo = render("nvidia_container_toolkit", "nvidia_container_toolkit_repo_url", host, machine)
-    key = render("nvidia_container_toolkit", "nvidia_container_toolkit_repo_key_url", host, machine)
-    assert repo == f"{TOOLKIT}/stable/deb/{deb_arch}"
-    assert key == f"{TOOLKIT}/gpgkey"
+    assert repo_and_key("nvidia_container_toolkit", "nvidia_container_toolkit_repo", host,
+                        machine) == (f"{TOOLKIT}/stable/deb/{deb_arch}", f"{TOOLKIT}/gpgkey")
 
 
 @pytest.mark.parametrize("role,root,keys", [

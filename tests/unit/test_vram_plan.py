@@ -125,6 +125,17 @@ def test_comfyui_budget_beside_kokoro_and_llm_per_card():
         assert result["keep_free"]["planned_mib"] == 9524 - 1024
 
 
+# What a card too small for all three services is offered after the LLM's layers, in
+# this order (each checked alone).
+RESIDENT_OR_DISABLE = [
+    "set stack_comfyui_reserve_policy to resident (ComfyUI then keeps free only the "
+    "reserve and Kokoro's cache growth, not the other services' whole share: a job run "
+    "while Kokoro or the LLM restarts can take their memory)",
+    "disable ComfyUI (stack_comfyui_enabled: false)",
+    "disable the LLM (stack_llm_enabled: false)",
+]
+
+
 def test_16gb_all_three_names_the_knobs_that_make_it_fit():
     result = plan("16GB", services("llm", "comfyui"))
     assert not result["fits"]
@@ -132,11 +143,7 @@ def test_16gb_all_three_names_the_knobs_that_make_it_fit():
     assert result["suggestions"] == [
         "set stack_llm_n_gpu_layers to 19 (of 36; the other layers and their KV cache run "
         "on the CPU, slower)",
-        "set stack_comfyui_reserve_policy to resident (ComfyUI then keeps free only the "
-        "reserve and Kokoro's cache growth, not the other services' whole share: a job run "
-        "while Kokoro or the LLM restarts can take their memory)",
-        "disable ComfyUI (stack_comfyui_enabled: false)",
-        "disable the LLM (stack_llm_enabled: false)",
+        *RESIDENT_OR_DISABLE,
         "use a card with at least 22051 MiB of VRAM for GPU 0 (this NVIDIA GeForce RTX 4080 "
         "has 16376: 5675 MiB short), e.g. NVIDIA L4 (23034 MiB)",
     ]
@@ -254,11 +261,7 @@ def test_each_warning_suggestion_alone_gives_comfyui_its_useful_minimum():
     assert result["warning_suggestions"] == [
         "set stack_llm_n_gpu_layers to 17 (of 36; the other layers and their KV cache run "
         "on the CPU, slower)",
-        "set stack_comfyui_reserve_policy to resident (ComfyUI then keeps free only the "
-        "reserve and Kokoro's cache growth, not the other services' whole share: a job run "
-        "while Kokoro or the LLM restarts can take their memory)",
-        "disable ComfyUI (stack_comfyui_enabled: false)",
-        "disable the LLM (stack_llm_enabled: false)",
+        *RESIDENT_OR_DISABLE,
         "use a card with at least 30755 MiB of VRAM for GPU 0 (this NVIDIA GeForce RTX 4090 "
         "has 24564: 6191 MiB short), e.g. NVIDIA GeForce RTX 5090 (32607 MiB)",
     ]
@@ -379,12 +382,22 @@ def test_too_many_slots_for_the_context_is_a_warning():
     assert any("256 tokens per slot" in w for w in result["warnings"])
 
 
+def llm_suggestions(result: dict) -> list[str]:
+    """The suggestions of a plan the LLM makes too big, in their order: its KV cache at
+    q8_0 first, a smaller context next, disabling the LLM among the rest."""
+    assert not result["fits"]
+    sugg = result["suggestions"]
+    assert sugg[0].startswith("set stack_llm_cache_type_k and stack_llm_cache_type_v to q8_0")
+    assert sugg[1].startswith("lower stack_llm_ctx_size to ")
+    assert "disable the LLM (stack_llm_enabled: false)" in sugg
+    return sugg
+
+
 def test_llm_that_does_not_fit_gets_kv_ctx_and_layer_suggestions():
     # A 12 GiB card with a 32k context: 1024 + 1714 + 4797 + 4608 KV + 768 = 12911 MiB.
     card = [{"index": 0, "name": "12 GiB card", "memory_total_mib": 12288}]
     result = vram_plan.plan_stack(card, services("llm", llm={"ctx_size": 32768}), COMPANIONS)
-    assert not result["fits"]
-    sugg = result["suggestions"]
+    sugg = llm_suggestions(result)
     assert sugg[0].startswith(
         "set stack_llm_cache_type_k and stack_llm_cache_type_v to q8_0 (KV cache 4.50 -> 2.39"
     )
@@ -394,7 +407,6 @@ def test_llm_that_does_not_fit_gets_kv_ctx_and_layer_suggestions():
         "with stack_llm_parallel 2)"
     )
     assert sugg[2].startswith("set stack_llm_n_gpu_layers to ")
-    assert "disable the LLM (stack_llm_enabled: false)" in sugg
     assert sugg[-1] == (
         "use a card with at least 12911 MiB of VRAM for GPU 0 (this 12 GiB card has 12288: "
         "623 MiB short), e.g. Tesla T4 (15360 MiB)"
@@ -492,12 +504,9 @@ def test_cpu_host_with_comfyui_does_not_fit_and_says_why():
 
 def test_cpu_host_short_of_ram_is_told_which_knobs_fit():
     result = plan(None, services("llm"), host_ram_mib=8192)
-    assert not result["fits"]
     assert any(p.startswith("host RAM:") for p in result["problems"])
-    sugg = result["suggestions"]
-    assert sugg[0].startswith("set stack_llm_cache_type_k and stack_llm_cache_type_v to q8_0")
+    sugg = llm_suggestions(result)
     assert sugg[1].startswith("lower stack_llm_ctx_size to 4608 ")
-    assert "disable the LLM (stack_llm_enabled: false)" in sugg
     assert sugg[-1] == (
         "give the host at least 8685 MiB of RAM (as `free -m` counts it; it has 8192: "
         "493 MiB short)"
