@@ -1185,6 +1185,11 @@ def verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- CLI
 
 
+def listed(group, flag: str, metavar: str, default: list[str], text: str) -> None:
+    """An option of any number of values (the flag alone: an empty list)."""
+    group.add_argument(flag, nargs="*", default=default, metavar=metavar, help=text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tools/bundle.py",
@@ -1226,42 +1231,16 @@ def parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="download from a mirror: an HTTP(S) tree with the cache's layout",
     )
-    m.add_argument(
-        "--engines",
-        nargs="*",
-        default=["onnx"],
-        metavar="ENGINE",
-        help="Kokoro engines: onnx and/or torch (default: onnx; the flag alone: none)",
-    )
-    m.add_argument(
-        "--voices",
-        nargs="*",
-        default=["all"],
-        metavar="VOICE",
-        help="voice ids such as af_heart, or all (default: all; the flag alone: none)",
-    )
-    m.add_argument(
-        "--groups",
-        nargs="*",
-        default=[],
-        metavar="GROUP",
-        help="extra manifest groups, e.g. spacy, or kokoro for config.json alone",
-    )
-    m.add_argument(
-        "--artifacts",
-        nargs="*",
-        default=[],
-        metavar="NAME",
-        help="extra manifest artifacts by name",
-    )
-    m.add_argument(
-        "--companions",
-        nargs="*",
-        default=[],
-        metavar="NAME",
-        help="companion models, e.g. llm/qwen3-8b-q4_k_m comfyui/qwen-image-fp8 (their "
-        "sha256 from manifest.yml or --lock)",
-    )
+    listed(m, "--engines", "ENGINE", ["onnx"],
+           "Kokoro engines: onnx and/or torch (default: onnx; the flag alone: none)")
+    listed(m, "--voices", "VOICE", ["all"],
+           "voice ids such as af_heart, or all (default: all; the flag alone: none)")
+    listed(m, "--groups", "GROUP", [],
+           "extra manifest groups, e.g. spacy, or kokoro for config.json alone")
+    listed(m, "--artifacts", "NAME", [], "extra manifest artifacts by name")
+    listed(m, "--companions", "NAME", [],
+           "companion models, e.g. llm/qwen3-8b-q4_k_m comfyui/qwen-image-fp8 (their "
+           "sha256 from manifest.yml or --lock)")
     m.add_argument(
         "--lock",
         metavar="FILE",
@@ -1276,21 +1255,10 @@ def parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--timeout", type=float, default=60, help="download timeout in seconds")
     i = b.add_argument_group("images (docker save, into images/)")
-    i.add_argument(
-        "--images",
-        nargs="*",
-        default=[],
-        metavar="IMAGE",
-        help="images in the local engine, by repo:tag as the stack role names them",
-    )
+    listed(i, "--images", "IMAGE", [],
+           "images in the local engine, by repo:tag as the stack role names them")
     w = b.add_argument_group("wheels (pip download, into wheels/; off by default)")
-    w.add_argument(
-        "--wheels",
-        nargs="*",
-        default=[],
-        metavar="SPEC",
-        help="requirement specifiers, e.g. torch==2.9.1",
-    )
+    listed(w, "--wheels", "SPEC", [], "requirement specifiers, e.g. torch==2.9.1")
     w.add_argument(
         "--wheels-requirements",
         action="append",
