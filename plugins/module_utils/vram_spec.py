@@ -55,20 +55,26 @@ def _service_device(svc: dict, name: str, cards: dict) -> tuple[str, int | None]
     return "gpu", gpu
 
 
+def _known_companion(companions: dict, kind: str, model: str, or_else: str = "") -> dict:
+    """manifest.yml's companions.<kind>.<model>; ValueError naming the known ones."""
+    known = (companions or {}).get(kind) or {}
+    if model not in known:
+        raise ValueError(
+            f"stack_{kind}_model: {model!r} is not a companion in manifest.yml "
+            f"(companions.{kind} has: {', '.join(known) or 'nothing'}); set "
+            f"stack_{kind}_model to one of them{or_else}"
+        )
+    return known[model]
+
+
 def _llm_spec(svc: dict, companions: dict) -> dict:
     model = str(svc.get("model") or "")
     spec = svc.get("model_spec") or {}
     source = "stack_llm_model_spec"
     if not spec:
-        known = (companions or {}).get("llm") or {}
-        if model not in known:
-            raise ValueError(
-                f"stack_llm_model: {model!r} is not a companion in manifest.yml "
-                f"(companions.llm has: {', '.join(known) or 'nothing'}); set stack_llm_model "
-                "to one of them, or describe your own GGUF file in stack_llm_model_spec "
-                "(planned_bytes, layers, kv_heads, head_dim)"
-            )
-        spec, source = known[model], f"companions.llm.{model}"
+        spec = _known_companion(companions, "llm", model, ", or describe your own GGUF file in "
+                                "stack_llm_model_spec (planned_bytes, layers, kv_heads, head_dim)")
+        source = f"companions.llm.{model}"
     out = {}
     for key in ("planned_bytes", "layers", "kv_heads", "head_dim"):
         value = _int(spec.get(key), f"{source}.{key}")
@@ -85,15 +91,8 @@ def _llm_spec(svc: dict, companions: dict) -> dict:
 
 def _comfyui_spec(svc: dict, companions: dict) -> dict:
     model = str(svc.get("model") or "")
-    known = (companions or {}).get("comfyui") or {}
-    if model not in known:
-        raise ValueError(
-            f"stack_comfyui_model: {model!r} is not a companion in manifest.yml "
-            f"(companions.comfyui has: {', '.join(known) or 'nothing'}); set "
-            "stack_comfyui_model to one of them"
-        )
     files: dict[str, int] = {}
-    for entry in known[model].get("files") or []:
+    for entry in _known_companion(companions, "comfyui", model).get("files") or []:
         role = str(entry.get("role") or "other")
         size = _int(entry.get("planned_bytes"), f"companions.comfyui.{model} planned_bytes")
         files[role] = files.get(role, 0) + (size or 0)
@@ -103,6 +102,19 @@ def _comfyui_spec(svc: dict, companions: dict) -> dict:
             "planned_bytes; the plan sizes ComfyUI from its largest model"
         )
     return {"model": model, "files": files}
+
+
+def _companion(services: dict, name: str, spec_of, companions: dict,
+               cards: dict) -> tuple[dict, dict[str, Any]]:
+    """The LLM's or ComfyUI's variables and the start of its spec: enabled (off by
+    default) and, where enabled, its model's spec (`spec_of`) with its device and card."""
+    svc = services.get(name) or {}
+    spec: dict[str, Any] = {"enabled": _bool(svc.get("enabled", False), f"stack_{name}_enabled")}
+    if spec["enabled"]:
+        spec.update(spec_of(svc, companions))
+        device, gpu = _service_device(svc, name, cards)
+        spec.update(device=device, gpu=gpu)
+    return svc, spec
 
 
 def normalize_services(
@@ -155,11 +167,8 @@ def normalize_services(
     )
     spec["kokoro"] = kokoro
 
-    m = services.get("llm") or {}
-    llm: dict[str, Any] = {"enabled": _bool(m.get("enabled", False), "stack_llm_enabled")}
+    m, llm = _companion(services, "llm", _llm_spec, companions, cards)
     if llm["enabled"]:
-        llm.update(_llm_spec(m, companions))
-        device, gpu = _service_device(m, "llm", cards)
         ctx = _int(m.get("ctx_size"), "stack_llm_ctx_size", 8192)
         parallel = _int(m.get("parallel"), "stack_llm_parallel", 1)
         ngl = _int(m.get("n_gpu_layers"), "stack_llm_n_gpu_layers", -1)
@@ -181,24 +190,12 @@ def normalize_services(
             kv_row_bytes(value, llm["kv_heads"] * llm["head_dim"], f"stack_llm_{key}")
             llm[key] = value
         overhead = _int(m.get("overhead_mib"), "stack_llm_overhead_mib", LLM_GPU_OVERHEAD_MIB)
-        llm.update(
-            device=device,
-            gpu=gpu,
-            ctx_size=ctx,
-            parallel=parallel,
-            n_gpu_layers=ngl,
-            overhead_mib=overhead,
-        )
+        llm.update(ctx_size=ctx, parallel=parallel, n_gpu_layers=ngl, overhead_mib=overhead)
     spec["llm"] = llm
 
-    c = services.get("comfyui") or {}
-    comfy: dict[str, Any] = {"enabled": _bool(c.get("enabled", False), "stack_comfyui_enabled")}
+    c, comfy = _companion(services, "comfyui", _comfyui_spec, companions, cards)
     if comfy["enabled"]:
-        comfy.update(_comfyui_spec(c, companions))
-        device, gpu = _service_device(c, "comfyui", cards)
         comfy.update(
-            device=device,
-            gpu=gpu,
             context_mib=_int(c.get("context_mib"), "comfyui context_mib", COMFYUI_CONTEXT_MIB),
             working_mib=_int(c.get("working_mib"), "comfyui working_mib", COMFYUI_WORKING_MIB),
             min_vram_mib=_int(
