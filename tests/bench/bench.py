@@ -184,6 +184,16 @@ def throughput(fn, clients: int, per_client: int) -> float:
     return seconds / (time.perf_counter() - start)
 
 
+def onnx_models(tool: str) -> Path:
+    """The int8 onnx model, its config and the voices, fetched from the mirror that
+    KOKORO_DEPLOY_MIRROR names (without it, `tool` exits saying so)."""
+    mirror = os.environ.get("KOKORO_DEPLOY_MIRROR")
+    if not mirror:
+        sys.exit(f"{tool}: set KOKORO_DEPLOY_MIRROR to the model mirror's base URL")
+    return fetch_models(mirror, ["kokoro/config.json", "kokoro/onnx/kokoro-v1.0.int8.onnx",
+                                 *voice_paths()])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -192,11 +202,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="server KOKORO_WORKERS")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    mirror = os.environ.get("KOKORO_DEPLOY_MIRROR")
-    if not mirror:
-        sys.exit("bench: set KOKORO_DEPLOY_MIRROR to the model mirror's base URL")
-    model_dir = fetch_models(mirror, ["kokoro/config.json", "kokoro/onnx/kokoro-v1.0.int8.onnx",
-                                      *voice_paths()])
+    model_dir = onnx_models("bench")
     result: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                     "machine": machine(), "versions": versions(), "engine": "onnx int8",
                     "voice": VOICE, "server_workers": args.workers}
@@ -263,18 +269,32 @@ def main() -> None:
     write(result, args.out)
 
 
-def write(result: dict, out: Path) -> None:
+def save_json(result: dict, out: Path, stem: str) -> None:
+    """The run's figures as <out>/<stem>.json (its report, <stem>.md, follows)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "kokoro-cpu-onnx.json").write_text(json.dumps(result, indent=2) + "\n")
-    m, v = result["machine"], result["versions"]
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def machine_line(result: dict) -> str:
+    m = result["machine"]
+    return f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}"
+
+
+def versions_line(result: dict) -> str:
+    return "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+
+
+def write(result: dict, out: Path) -> None:
+    save_json(result, out, "kokoro-cpu-onnx")
+    m = result["machine"]
     lines = [
         "# Kokoro server benchmark: CPU, onnx int8",
         "",
         f"- Date: {result['date']}",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}",
+        machine_line(result),
         f"- Load average at start / end: {', '.join(f'{x:.2f}' for x in m['load_avg_at_start'])}"
         f" / {', '.join(f'{x:.2f}' for x in m.get('load_avg_at_end', ()))}",
-        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        versions_line(result),
         f"- Voice {result['voice']}, server KOKORO_WORKERS={result['server_workers']}; "
         "direct = the same engine/G2P/chunking code called in-process",
         "",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import socket
 import statistics
@@ -38,8 +37,17 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(REPO / "images" / "kokoro" / "tests")]
 
-from bench import OUT, machine, start_server, versions  # noqa: E402
-from kokoro_testlib import HOSTILE, fetch_models, free_port, voice_paths  # noqa: E402
+from bench import (  # noqa: E402
+    OUT,
+    machine,
+    machine_line,
+    onnx_models,
+    save_json,
+    start_server,
+    versions,
+    versions_line,
+)
+from kokoro_testlib import HOSTILE, free_port  # noqa: E402
 from texts import LONG, MEDIUM, TEXT_SET  # noqa: E402
 
 PLACES = 8  # KOKORO_WORKERS=1 + KOKORO_MAX_QUEUE=7
@@ -163,11 +171,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    mirror = os.environ.get("KOKORO_DEPLOY_MIRROR")
-    if not mirror:
-        sys.exit("soak: set KOKORO_DEPLOY_MIRROR to the model mirror's base URL")
-    model_dir = fetch_models(mirror, ["kokoro/config.json", "kokoro/onnx/kokoro-v1.0.int8.onnx",
-                                      *voice_paths()])
+    model_dir = onnx_models("soak")
     port = free_port()
     proc = start_server(model_dir, port, workers=1, max_queue=PLACES - 1)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -221,16 +225,15 @@ def verdict(soak: Soak, samples: list[dict], minutes: float) -> dict:
 
 
 def write(result: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "kokoro-soak.json").write_text(json.dumps(result, indent=2) + "\n")
-    m, h = result["machine"], result["health"]
+    save_json(result, out, "kokoro-soak")
+    h = result["health"]
     lines = [
         "# Kokoro server soak: mixed well-formed and hostile traffic at the admission limit",
         "",
         f"- Date: {result['date']}; {result['minutes']:g} minutes; {result['places']} places "
         "(KOKORO_WORKERS=1, KOKORO_MAX_QUEUE=7), 8 clients, 30 % hostile",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        machine_line(result),
+        versions_line(result),
         f"- Verdict: {'PASSED' if result['passed'] else 'FAILED'}",
         "",
         "| Measure | Second quarter (median) | Last quarter (median) | Flat |",
