@@ -1,4 +1,5 @@
-"""Run a playbook against this machine (`-c local`), as the role tests do."""
+"""Run a playbook against this machine (`-c local`), as the role tests do; run_role_tasks
+writes the usual one: a role's task file, included as a play would."""
 from __future__ import annotations
 
 import json
@@ -22,3 +23,22 @@ def run_local_play(play: Path, variables: dict, *args: str,
         [str(Path(sys.executable).parent / "ansible-playbook"), *args, "-i", "localhost,",
          "-c", "local", "-e", json.dumps(variables), str(play)],
         capture_output=True, text=True, env=env, check=False)
+
+
+def run_role_tasks(folder: Path, role: str, tasks_from: str, variables: dict, *args: str,
+                   gather_subset: list[str] | None = None) -> subprocess.CompletedProcess:
+    """roles/<role>/tasks/<tasks_from>.yml run by a play written to folder/play.yml
+    (facts gathered only where `gather_subset` names some), as run_local_play runs it."""
+    facts = (f"gather_facts: true\n  gather_subset: [{', '.join(gather_subset)}]"
+             if gather_subset else "gather_facts: false")
+    play = folder / "play.yml"
+    play.write_text(f"""
+- hosts: localhost
+  {facts}
+  tasks:
+    - name: Run {role}'s {tasks_from} tasks.
+      ansible.builtin.include_role:
+        name: {role}
+        tasks_from: {tasks_from}
+""")
+    return run_local_play(play, variables, *args)

@@ -12,30 +12,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from local_play import run_local_play
+from local_play import run_role_tasks
 from required_tools import require_compose
 
 REPO = Path(__file__).resolve().parents[2]
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Write Grafana's files.
-      ansible.builtin.include_role:
-        name: monitoring
-        tasks_from: grafana
-"""
-
 
 def run(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
     if os.geteuid() != 0:
         pytest.skip("the password file is chowned to Grafana's uid 472: needs root")
-    (tmp_path / "play.yml").write_text(PLAY)
-    variables = {
-        "monitoring_grafana_dir": str(tmp_path / "grafana"),
-        **extra,
-    }
-    return run_local_play(tmp_path / "play.yml", variables)
+    variables = {"monitoring_grafana_dir": str(tmp_path / "grafana"), **extra}
+    return run_role_tasks(tmp_path, "monitoring", "grafana", variables)
 
 
 def changed(r: subprocess.CompletedProcess) -> int:

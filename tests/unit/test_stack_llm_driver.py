@@ -9,21 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_decisions
-from local_play import run_local_play
+from local_play import run_role_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 VARS = yaml.safe_load((REPO / "roles/stack/vars/main.yml").read_text())
 WHEELS = yaml.safe_load((REPO / "manifest.yml").read_text())["build_sources"]["llm_cuda_wheels"]
 
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Run the role's plan, as site.yml's preflight does.
-      ansible.builtin.include_role:
-        name: stack
-        tasks_from: plan
-"""
 H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559,
         "memory_used_mib": 0}
 
@@ -35,12 +26,11 @@ def test_the_floor_is_the_driver_gpu_facts_knows_for_the_pinned_compiler():
 
 
 def plan(tmp_path, **settings):
-    play = tmp_path / "play.yml"
-    play.write_text(PLAY)
+    """roles/stack/tasks/plan.yml, as site.yml's preflight runs it."""
     variables = {"gpu_facts_gpus": [H100], "gpu_facts_nvidia_present": True,
                  "gpu_facts_pci_devices": [], "gpu_facts_driver_version": "",
                  "stack_llm_enabled": True, **settings}
-    return run_local_play(play, variables)
+    return run_role_tasks(tmp_path, "stack", "plan", variables)
 
 
 @pytest.mark.parametrize("settings,named", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.kokoro.deploy.plugins.module_utils import stack_loopback as lb
-from local_play import run_local_play
+from local_play import run_role_tasks
 from required_tools import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,26 +120,15 @@ def test_a_udp_restricted_port_does_not_open_the_tcp_one():
     assert lb.exposure(KOKORO, "20.10.24", LAN, fw)["safe"]
 
 
-PLAY = """
-- hosts: localhost
-  gather_facts: true
-  gather_subset: [network]
-  tasks:
-    - name: Run the role's loopback check.
-      ansible.builtin.include_role:
-        name: stack
-        tasks_from: loopback
-"""
-
-
 def run_role(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
-    (tmp_path / "play.yml").write_text(PLAY)
+    """roles/stack/tasks/loopback.yml, with the network facts it reads."""
     variables = {
         "stack_proxy_enabled": False,
         "stack_kokoro_bind_address": "127.0.0.1",
         **extra,
     }
-    return run_local_play(tmp_path / "play.yml", variables, "-v")
+    return run_role_tasks(tmp_path, "stack", "loopback", variables, "-v",
+                          gather_subset=["network"])
 
 
 @pytest.fixture(scope="module")
