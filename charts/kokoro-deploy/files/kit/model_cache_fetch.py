@@ -1,0 +1,1 @@
+../../../../plugins/modules/model_cache_fetch.py

@@ -1,0 +1,1 @@
+../../../../plugins/module_utils/model_cache_plan.py
