@@ -35,11 +35,11 @@ import yaml
 
 # The kit's collection, as Ansible finds it beside the playbooks (see tools/bundle.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ansible" / "collections"))
-from ansible_collections.kokoro.deploy.plugins.module_utils import (  # noqa: E402
+from ansible_collections.kokoro.deploy.plugins.module_utils import (
     model_cache_lock,
     model_cache_plan,
 )
-from ansible_collections.kokoro.deploy.plugins.modules import model_cache_fetch  # noqa: E402
+from ansible_collections.kokoro.deploy.plugins.modules import model_cache_fetch
 
 LOCK_NAME = "models.lock.yml"
 
