@@ -7,6 +7,9 @@ from pathlib import Path
 
 import kokoro_gateway_upstreams as upstreams
 import yaml
+from ansible_collections.kokoro.deploy.plugins.module_utils.stack_proxy import (
+    stack_proxy_size_bytes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,6 +21,13 @@ def role_vars(role: str) -> dict:
 def test_the_gateway_admits_the_keys_the_stack_admits():
     gateway, stack = role_vars("gateway"), role_vars("stack")
     assert gateway["__gateway_key_pattern"] == stack["__stack_key_pattern"]
+
+
+def test_the_gateways_body_limit_is_the_hosts_proxys_for_kokoro():
+    gateway = yaml.safe_load((REPO / "roles/gateway/defaults/main.yml").read_text())
+    proxy = yaml.safe_load((REPO / "roles/stack_proxy/defaults/main.yml").read_text())
+    size = proxy["stack_proxy_kokoro_max_body_size"]
+    assert gateway["gateway_max_body_bytes"] == stack_proxy_size_bytes(size)
 
 
 def test_the_caddy_pin_is_read_from_the_proxy_images_dockerfile():

@@ -79,6 +79,16 @@ def test_no_request_passes_without_the_fleets_key(host, key):
     assert call(host, key)[0] == 200
 
 
+def test_a_body_over_the_limit_is_refused_at_the_gateway(host, key):
+    limit = int(host.ansible.get_variables().get("gateway_max_body_bytes", 262144))
+    auth = shlex.quote(f"Authorization: Bearer {key}")
+    out = host.check_output(
+        f"head -c {limit + 1} /dev/zero | curl -sS --max-time 30 --cacert {CONFIG}/ca.crt "
+        f"-H {auth} --data-binary @- -w '\\n%{{http_code}}' https://localhost/v1/audio/speech")
+    body, _, status = out.rpartition("\n")
+    assert status == "413" and json.loads(body)["error"]["code"] == "request_too_large", out
+
+
 def test_requests_are_spread_across_the_hosts(host, key, fleet):
     answers = [call(host, key) for _ in range(40)]
     assert {status for status, _ in answers} == {200}
