@@ -7,9 +7,12 @@ taking one out of service (drain) until its requests in flight have finished.
     kokoro-gateway-upstreams undrain HOST    # back in service
     kokoro-gateway-upstreams status          # hosts, drained, requests in flight (JSON)
 
-roles/gateway writes <config>/upstreams.json (the hosts and the balancing settings) and
-the Caddyfile that imports <config>/upstreams.caddy; this script is the one writer of
-that file and of <config>/drained (one host per line, kept across site.yml runs). A new
+roles/gateway writes <config>/upstreams.json (the hosts, and per route the gateway serves,
+kokoro and llm, each host's address and the balancing settings) and the Caddyfile that
+imports <config>/upstreams.caddy, which defines a snippet per route (kokoro_upstreams,
+llm_upstreams); this script is the one writer of that file and of <config>/drained (one
+host per line, kept across site.yml runs). A drained host is out of every route, and a
+drain waits for its requests in flight on all of them. A new
 upstreams.caddy is checked by Caddy with the whole Caddyfile before it replaces the old
 one, and the running gateway loads it without a restart: requests in flight finish on
 the configuration they started on. Prints "changed" or "unchanged" on its last line.
@@ -61,10 +64,14 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def proxy_block(settings: dict, out: list[str]) -> str:
-    """The handler for Kokoro's API: a balanced reverse_proxy over the hosts in service."""
-    hosts = settings["hosts"]
-    live = [name for name in hosts if name not in out]
+# Every route the Caddyfile may import; one the gateway does not serve answers 404, so
+# a Caddyfile that still imports it (a route being turned off) stays valid.
+ROUTES = ("kokoro", "llm")
+
+
+def proxy_block(route: dict, out: list[str]) -> str:
+    """A route's handler: a balanced reverse_proxy over the hosts in service."""
+    live = [name for name in route["to"] if name not in out]
     if not live:
         return (
             "header Content-Type application/json\n"
@@ -73,10 +80,36 @@ def proxy_block(settings: dict, out: list[str]) -> str:
             '"code":"no_upstream"}}` 503\n'
         )
     lines = ["reverse_proxy {"]
-    lines += [f"\tto {hosts[name]}" for name in live]
-    lines += [f"\t{line}" for line in settings["options"]]
+    lines += [f"\tto {route['to'][name]}" for name in live]
+    lines += [f"\t{line}" for line in route["options"]]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+NOT_SERVED = (
+    "header Content-Type application/json\n"
+    'respond `{"error":{"message":"No such route at the gateway","type":"invalid_request_error",'
+    '"code":"not_found"}}` 404\n'
+)
+
+
+def snippets(settings: dict, out: list[str]) -> str:
+    """upstreams.caddy: one snippet per route, <route>_upstreams."""
+    parts = []
+    for name in ROUTES:
+        route = settings["routes"].get(name)
+        body = proxy_block(route, out) if route else NOT_SERVED
+        inner = "".join(f"\t{line}\n" if line else "\n" for line in body.splitlines())
+        parts.append(f"({name}_upstreams) {{\n{inner}}}\n")
+    return "\n".join(parts)
+
+
+def addresses(settings: dict, host: str) -> list[str]:
+    """The host's dial addresses (host:port), each once. Caddy's admin API counts the
+    requests in flight per address dialled, whichever route sent them, and keeps counting
+    them after the host has left the configuration (its tcp/ upstream entries do not)."""
+    return sorted({dial(route["to"][host]) for route in settings["routes"].values()
+                   if host in route["to"]})
 
 
 def validate(settings: dict, caddyfile: Path) -> None:
@@ -102,7 +135,7 @@ def render(out: list[str] | None = None) -> bool:
     settings = load_settings()
     out = drained() if out is None else out
     path = CONFIG_DIR / "upstreams.caddy"
-    new = proxy_block(settings, out)
+    new = snippets(settings, out)
     old = path.read_text() if path.exists() else None
     if new == old:
         return False
@@ -158,15 +191,18 @@ def in_flight(settings: dict) -> dict[str, int]:
 
 
 def dial(url: str) -> str:
-    return url.split("://", 1)[-1]
+    """http://a:8880 and tcp/a:8080 -> a:8880 and a:8080."""
+    address = url.split("://", 1)[-1]
+    return address.removeprefix("tcp/")
 
 
 def wait_drained(host: str, timeout: float) -> None:
     settings = load_settings()
-    address = dial(settings["hosts"][host])
+    mine = addresses(settings, host)
     deadline = time.monotonic() + timeout
     while True:
-        left = in_flight(settings).get(address, 0)
+        flight = in_flight(settings)
+        left = sum(flight.get(address, 0) for address in mine)
         if left == 0:
             return
         if time.monotonic() > deadline:
@@ -184,9 +220,12 @@ def status() -> dict:
     except OSError:
         flight = {}
     return {
-        "hosts": settings["hosts"],
+        "hosts": {name: {route: r["to"][name] for route, r in sorted(settings["routes"].items())
+                         if name in r["to"]} for name in settings["hosts"]},
         "drained": drained(),
-        "in_flight": {name: flight.get(dial(url), 0) for name, url in settings["hosts"].items()},
+        # Per host, its requests in flight on every route.
+        "in_flight": {name: sum(flight.get(a, 0) for a in addresses(settings, name))
+                      for name in settings["hosts"]},
     }
 
 
