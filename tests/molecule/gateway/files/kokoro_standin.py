@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""A stand-in of Kokoro's API for the gateway scenario, on port 8880: /health answers 200;
-POST /v1/audio/speech answers with the host's name, or 503 (queue full, as Kokoro says
-it) while /run/standin-503 exists; /hold answers once /run/standin-release exists, so a
-test can keep a request in flight for as long as it needs."""
+"""A stand-in of one of a host's services for the gateway scenario: `kokoro_standin.py
+HOST kokoro` on Kokoro's port 8880, `kokoro_standin.py HOST llm` on the LLM's 8080.
+GET /health answers 200; a POST (speech, chat) answers "<service> <host>", or 503 (queue
+full, as Kokoro says it) while /run/standin-<service>-503 exists; GET /hold answers the
+same once /run/standin-release exists, so a test can keep a request in flight for as
+long as it needs."""
 
 import http.server
 import os
 import sys
 import time
 
-HOST = sys.argv[1]
+HOST, SERVICE = sys.argv[1], sys.argv[2]
+PORT = {"kokoro": 8880, "llm": 8080}[SERVICE]
+ANSWER = f"{SERVICE} {HOST}".encode()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -28,19 +32,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif self.path == "/hold":
             while not os.path.exists("/run/standin-release"):
                 time.sleep(0.1)
-            self.answer(200, HOST.encode())
+            self.answer(200, ANSWER)
         else:
             self.answer(404, b"not found")
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if os.path.exists("/run/standin-503"):
+        if os.path.exists(f"/run/standin-{SERVICE}-503"):
             self.answer(503, b"queue full")
         else:
-            self.answer(200, HOST.encode())
+            self.answer(200, ANSWER)
 
     def log_message(self, *args):
         pass
 
 
-http.server.ThreadingHTTPServer(("0.0.0.0", 8880), Handler).serve_forever()
+http.server.ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
