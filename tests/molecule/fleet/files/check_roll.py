@@ -3,15 +3,19 @@
 
   DIR/roll-1/, DIR/roll-2/   the playbook's per-host reports (<host>.json), its output
                              (output.log) and its exit status and duration (run.json)
-  DIR/poll/<host>.jsonl      each host's loopback client (fleet_poller.py)
+  DIR/poll/<host>.jsonl      each host's loopback client and the gateway's client
+                             (fleet_poller.py)
 
 Roll 1 must update every host; roll 2 must stop at --broken after rolling it back and
 naming it and its failing check, with the hosts before it updated and the hosts after it
 untouched. While any host was being updated (from the start to the end of its report's
-window), every other host must have answered every request (and answered some). Prints a
-table and exits 1 with the reasons when anything is off.
+window), every other host must have answered every request (and answered some). The
+gateway must have drained every host it fronts before that host's update, and answered
+every request of its client from the first roll's start to the last one's end, some of
+them while each host was being updated. Prints a table and exits 1 with the reasons when
+anything is off.
 
-    check_roll.py DIR --hosts fleet-a fleet-b fleet-c --broken fleet-b
+    check_roll.py DIR --hosts fleet-a fleet-b fleet-c --broken fleet-b --gateway fleet-gw
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def main() -> int:
     ap.add_argument("dir", type=Path)
     ap.add_argument("--hosts", nargs="+", required=True)
     ap.add_argument("--broken", required=True)
+    ap.add_argument("--gateway", required=True)
     args = ap.parse_args()
     problems: list[str] = []
 
@@ -49,7 +54,7 @@ def main() -> int:
             for line in (args.dir / "poll" / f"{h}.jsonl").read_text().splitlines()
             if line
         ]
-        for h in args.hosts
+        for h in [*args.hosts, args.gateway]
     }
 
     # Roll 1: every host updated, in turn.
@@ -114,6 +119,8 @@ def main() -> int:
         if not any(r["kind"] == "speech" and r["ok"] for r in reqs):
             problems.append(f"{h}: no speech request succeeded")
 
+    problems += check_gateway(args.gateway, polls[args.gateway], windows, (rep1, rep2))
+
     for n, run in ((1, run1), (2, run2)):
         print(f"roll {n}: exit {run['rc']}, {run['seconds']:.0f} s")
     back = {k: v.get("image") for k, v in (b.get("running") or {}).items()}
@@ -132,6 +139,41 @@ def main() -> int:
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0
+
+
+def check_gateway(gateway: str, reqs: list[dict], windows: list, reports: tuple) -> list[str]:
+    """Every host drained at the gateway before its update; every request through the
+    gateway answered during both rolls, some of them during each host's update."""
+    problems = []
+    for n, reps in enumerate(reports, start=1):
+        for h, r in reps.items():
+            if r.get("drained_at") != [gateway]:
+                problems.append(
+                    f"roll {n}: {h} was drained at {r.get('drained_at')}, expected [{gateway!r}]"
+                )
+    start = min(s for _h, s, _f, _n in windows)
+    end = max(f for _h, _s, f, _n in windows)
+    during = [r for r in reqs if start <= r["t"] <= end]
+    failed = [r for r in during if not r["ok"]]
+    speech = [r for r in during if r["kind"] == "speech"]
+    per_host = []
+    for h, s, f, n in windows:
+        inside = [r for r in during if s <= r["t"] <= f]
+        per_host.append(f"{h}#{n}: {sum(r['ok'] for r in inside)}/{len(inside)}")
+        if not any(r["kind"] == "speech" and r["ok"] for r in inside):
+            problems.append(f"{gateway}: no speech answered while {h} was updated (roll {n})")
+    print(
+        f"{gateway} (all hosts): {len(during)} requests during the rolls, {len(failed)} failed, "
+        f"{sum(r['ok'] for r in speech)}/{len(speech)} speech answered; "
+        f"while each host was updated: {', '.join(per_host)}"
+    )
+    if during:
+        ms = sorted(r["ms"] for r in speech) or [0.0]
+        print(f"{gateway} speech latency: median {ms[len(ms) // 2]:.0f} ms, max {ms[-1]:.0f} ms")
+    else:
+        problems.append(f"{gateway}: its client sent no request during the rolls")
+    problems += [f"{gateway} failed a request during the rolls: {r}" for r in failed[:5]]
+    return problems
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""A loopback client of one host's Kokoro server, run on that host during a rolling
-update: it calls GET /health every --interval seconds and, --speech-every seconds after
-the last one came back, asks for a short sentence of speech (spaced out so that three
-such clients do not starve two shared cores), and appends one JSON line per request to
---out:
+"""A client of Kokoro's API, run during a rolling update on each host (its own server,
+over loopback) and on the fleet gateway (the fleet's front door): it calls GET /health
+every --interval seconds and, --speech-every seconds after the last one came back, asks
+for a short sentence of speech (spaced out so that the clients do not starve two shared
+cores), and appends one JSON line per request to --out:
 
     {"t": <epoch at send>, "kind": "health"|"speech", "ok": bool, "status": <http status>,
      "ms": <latency>, "error": <text or null>}
@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
 
 running = True
+headers = {"Content-Type": "application/json"}
+context: ssl.SSLContext | None = None
 
 
 def stop(*_args: object) -> None:
@@ -32,9 +35,9 @@ def stop(*_args: object) -> None:
 
 def call(url: str, body: dict | None, timeout: float) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -78,7 +81,14 @@ def main() -> None:
     ap.add_argument("--speech-every", type=float, default=20.0)
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds for /health")
     ap.add_argument("--speech-timeout", type=float, default=120.0)
+    ap.add_argument("--key", help="API key, sent as a Bearer token")
+    ap.add_argument("--cafile", help="CA certificate that signs the server's (https)")
     args = ap.parse_args()
+    global context
+    if args.key:
+        headers["Authorization"] = f"Bearer {args.key}"
+    if args.cafile:
+        context = ssl.create_default_context(cafile=args.cafile)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     next_speech = 0.0
