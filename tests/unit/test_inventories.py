@@ -125,8 +125,9 @@ def test_inventory_loads_without_warnings(inventory):
     assert "WARNING" not in stderr, stderr
 
 
-# Hosts that serve the fleet rather than speech (ansible/build_images.yml's groups).
-SUPPORT_GROUPS = ("registries", "image_builders")
+# Hosts that serve the fleet rather than speech (ansible/build_images.yml's groups and
+# the front door, ansible/gateway.yml's).
+SUPPORT_GROUPS = ("registries", "image_builders", "gateway")
 
 
 def test_every_host_is_in_kokoro_hosts(inventory):
