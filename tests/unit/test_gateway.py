@@ -123,11 +123,25 @@ KOKORO_KEY = "kokoro-key-0123456789abcdef"
 LLM_KEY = "llm-key-0123456789abcdef"
 
 
-def render_role(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
+TWO_HOSTS = "kokoro_hosts:\n  hosts:\n    up-a:\n    up-b:\n"
+# Three hosts known by an IPv4 address, an IPv6 address and a DNS name; only up-a runs
+# the LLM.
+MIXED_FLEET = """
+kokoro_hosts:
+  hosts:
+    up-a: {ansible_host: 192.0.2.10}
+    up-b: {ansible_host: "2001:db8::2"}
+    up-c: {ansible_host: up-c.example.internal}
+gpu_hosts:
+  hosts:
+    up-a:
+"""
+
+
+def render_role(tmp_path: Path, inventory: str = TWO_HOSTS, **extra) -> subprocess.CompletedProcess:
     """The role's settings check, upstreams.json and Caddyfile, into tmp_path/etc."""
     (tmp_path / "play.yml").write_text(PLAY.format(repo=REPO))
-    (tmp_path / "hosts.yml").write_text(
-        "kokoro_hosts:\n  hosts:\n    up-a:\n    up-b:\n")
+    (tmp_path / "hosts.yml").write_text(inventory)
     (tmp_path / "etc").mkdir(exist_ok=True)
     variables = {
         "gateway_config_dir": str(tmp_path / "etc"),
@@ -138,10 +152,10 @@ def render_role(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
     return run_local_play(tmp_path / "play.yml", variables, "-i", str(tmp_path / "hosts.yml"))
 
 
-def rendered(tmp_path: Path, caddy: Path, **extra) -> dict:
+def rendered(tmp_path: Path, caddy: Path, inventory: str = TWO_HOSTS, **extra) -> dict:
     """The configuration the pinned Caddy makes of the role's files and the tool's
     upstreams.caddy (all hosts in service)."""
-    r = render_role(tmp_path, **extra)
+    r = render_role(tmp_path, inventory, **extra)
     assert r.returncode == 0, r.stdout + r.stderr
     etc = tmp_path / "etc"
     settings = json.loads((etc / "upstreams.json").read_text())
@@ -225,6 +239,68 @@ def test_each_route_has_its_own_keys_balancing_and_health_check(caddy, tmp_path,
     text = (tmp_path / "etc/Caddyfile").read_text()
     catch_all = text[text.rindex("\thandle {"):]
     assert KOKORO_KEY in catch_all and LLM_KEY in catch_all and "` 404" in catch_all
+
+
+def test_the_llm_goes_only_to_the_hosts_that_run_it(caddy, tmp_path):
+    """A fleet's CPU hosts run Kokoro alone: gateway_llm_upstream_group names the others,
+    and a drain still knows every host."""
+    config = rendered(tmp_path, caddy, MIXED_FLEET, gateway_llm_enabled=True,
+                      gateway_llm_api_keys=[LLM_KEY], gateway_llm_upstream_group="gpu_hosts")
+    [llm] = route(config, "/v1/chat/*")["proxies"]
+    [kokoro] = route(config, "/v1/audio/*")["proxies"]
+    assert [u["dial"] for u in llm["upstreams"]] == ["tcp/up-a:443"]
+    assert [u["dial"] for u in kokoro["upstreams"]] == ["up-a:443", "up-b:443", "up-c:443"]
+    settings = json.loads((tmp_path / "etc/upstreams.json").read_text())
+    assert settings["hosts"] == ["up-a", "up-b", "up-c"]
+    assert upstreams.addresses(settings, "up-c") == ["up-c:443"]
+
+
+def test_an_llm_group_without_hosts_is_refused_naming_it(tmp_path):
+    r = render_role(tmp_path, MIXED_FLEET, gateway_llm_enabled=True, gateway_llm_api_keys=[LLM_KEY],
+                    gateway_llm_upstream_group="gpus")
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0, out[-2000:]
+    assert "gateway_llm_upstream_group=gpus names no hosts" in out, out[-2000:]
+
+
+RESOLVE_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {repo}/roles/gateway/defaults/main.yml
+    - {repo}/roles/gateway/vars/main.yml
+  vars:
+    role_path: {repo}/roles/gateway
+  tasks:
+    - name: Name the hosts as the role does.
+      ansible.builtin.include_tasks: {repo}/roles/gateway/tasks/resolve.yml
+"""
+
+
+def resolve(tmp_path: Path, hosts_file: Path, **extra) -> str:
+    """roles/gateway/tasks/resolve.yml on hosts_file for MIXED_FLEET; its recap line."""
+    (tmp_path / "play.yml").write_text(RESOLVE_PLAY.format(repo=REPO))
+    (tmp_path / "hosts.yml").write_text(MIXED_FLEET)
+    r = run_local_play(tmp_path / "play.yml", {"__gateway_hosts_file": str(hosts_file), **extra},
+                       "-i", str(tmp_path / "hosts.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return re.search(r"localhost\s*:.*", r.stdout).group(0)
+
+
+def test_hosts_known_by_address_are_named_in_the_gateways_hosts_file(tmp_path):
+    """The gateway dials inventory names (its certificates' names): a host the inventory
+    knows by an IP address gets a line; one known by a DNS name is left to DNS."""
+    hosts_file = tmp_path / "etc-hosts"
+    before = "127.0.0.1\tlocalhost\n10.0.0.9\tsomething-else\n"
+    hosts_file.write_text(before)
+    assert "changed=1" in resolve(tmp_path, hosts_file)
+    text = hosts_file.read_text()
+    assert text.startswith(before)
+    block = [line for line in text[len(before):].splitlines() if not line.startswith("#")]
+    assert block == ["192.0.2.10 up-a", "2001:db8::2 up-b"]
+    assert "changed=0" in resolve(tmp_path, hosts_file)
+    assert "changed=1" in resolve(tmp_path, hosts_file, gateway_resolve_inventory_names=False)
+    assert hosts_file.read_text() == before
 
 
 def test_the_llm_route_has_the_llms_body_limit(caddy, tmp_path):
