@@ -389,11 +389,6 @@ def run_tool(etc: Path, *args: str) -> subprocess.CompletedProcess:
                           env=dict(os.environ, KOKORO_GATEWAY_CONFIG_DIR=str(etc)), check=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "roles/gateway bug: kokoro_gateway_upstreams.in_flight keys Caddy's counts by the "
-    "address as Caddy reports it, tcp/<host>:<port> for the LLM, but addresses() looks up "
-    "<host>:<port>: status shows 0 and drain returns at once while an LLM request is in "
-    "flight on the host"))
 def test_status_and_drain_count_an_llm_request_in_flight(fleet, monkeypatch):
     etc = fleet.etc
     monkeypatch.setattr(upstreams, "CONFIG_DIR", etc)

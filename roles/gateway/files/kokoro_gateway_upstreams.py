@@ -105,9 +105,10 @@ def snippets(settings: dict, out: list[str]) -> str:
 
 
 def addresses(settings: dict, host: str) -> list[str]:
-    """The host's dial addresses (host:port), each once. Caddy's admin API counts the
-    requests in flight per address dialled, whichever route sent them, and keeps counting
-    them after the host has left the configuration (its tcp/ upstream entries do not)."""
+    """The host's dial addresses (host:port), each once: in_flight() adds up what Caddy's
+    admin API counts per address dialled, whichever route sent the requests and whether
+    Caddy spells the address with the LLM's tcp/ prefix or without; a request in flight
+    is still counted after the host has left the configuration."""
     return sorted({dial(route["to"][host]) for route in settings["routes"].values()
                    if host in route["to"]})
 
@@ -187,7 +188,13 @@ def in_flight(settings: dict) -> dict[str, int]:
     body = answer.read()
     if answer.status != 200:
         raise GatewayError(f"the gateway's admin API answered {answer.status}: {body[:200]!r}")
-    return {u["address"]: u["num_requests"] for u in json.loads(body)}
+    flight: dict[str, int] = {}
+    for u in json.loads(body):
+        # Caddy names an upstream by its dial address as written, the LLM's tcp/ included;
+        # both spellings of one host:port add up (a drain waits for 0 either way).
+        address = dial(u["address"])
+        flight[address] = flight.get(address, 0) + u["num_requests"]
+    return flight
 
 
 def dial(url: str) -> str:
