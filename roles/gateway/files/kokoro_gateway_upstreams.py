@@ -105,7 +105,7 @@ def snippets(settings: dict, out: list[str]) -> str:
 
 
 def addresses(settings: dict, host: str) -> list[str]:
-    """The host's dial addresses (host:port), each once: in_flight() adds up what Caddy's
+    """The host's dial addresses (host:port), each once: in_flight() reads what Caddy's
     admin API counts per address dialled, whichever route sent the requests and whether
     Caddy spells the address with the LLM's tcp/ prefix or without; a request in flight
     is still counted after the host has left the configuration."""
@@ -190,10 +190,11 @@ def in_flight(settings: dict) -> dict[str, int]:
         raise GatewayError(f"the gateway's admin API answered {answer.status}: {body[:200]!r}")
     flight: dict[str, int] = {}
     for u in json.loads(body):
-        # Caddy names an upstream by its dial address as written, the LLM's tcp/ included;
-        # both spellings of one host:port add up (a drain waits for 0 either way).
+        # Caddy lists an upstream under its dial address as written (the LLM's with tcp/)
+        # and, at times, the same request again under the bare host:port: the larger count
+        # of the two spellings is the host's (0 only when both are).
         address = dial(u["address"])
-        flight[address] = flight.get(address, 0) + u["num_requests"]
+        flight[address] = max(flight.get(address, 0), u["num_requests"])
     return flight
 
 

@@ -283,9 +283,16 @@ def test_fleet_changes_a_host_that_stops_answering_loses_no_request(host, key, f
         assert {call(host, key) for _ in range(10)} == {(200, f"kokoro {a}")}
     finally:
         fleet[b].run("systemctl start kokoro-standin")
-    # b is back once its failures are forgotten: with a request held at one host, the
-    # next one goes to the other.
+    # b is back once its failures are forgotten and its readiness check has passed again
+    # (it answers a request); then, with a request held at one host, the next one goes to
+    # the other.
     wait_no_fails(host, where)
+    for _ in range(300):
+        if call(host, key) == (200, f"kokoro {b}"):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"{b} got no request after it was started again")
     held = Held(host, key, ROUTES["kokoro"][1])
     try:
         other = b if held.at == a else a
