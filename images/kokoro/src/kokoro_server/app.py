@@ -20,6 +20,7 @@ from .engines import load_engine
 from .engines.base import Engine
 from .errors import ApiError, StartupError
 from .metrics import Metrics
+from .quota import Quotas
 from .scheduler import Scheduler
 from .settings import Settings, SettingsError
 from .text.g2p import Phonemizer, reduced_english_warning
@@ -41,6 +42,13 @@ class AppState:
     scheduler: Scheduler | None = None
     text_work: TextWork | None = None
     ready: bool = False
+    quotas: Quotas | None = None  # per API key (made from the settings when not given)
+    named_keys: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        self.named_keys = self.settings.named_keys()
+        if self.quotas is None:
+            self.quotas = Quotas(self.settings, self.metrics)
 
 
 def load(state: AppState) -> None:

@@ -41,6 +41,21 @@ class Metrics:
                                  "Chunk jobs waiting for an engine worker", registry=r)
         self.inflight = Gauge("kokoro_requests_inflight", "Speech requests admitted",
                               registry=r)
+        # per API key, by its name (never the key): quota.py
+        self.key_admitted = Counter("kokoro_key_requests_total",
+                                    "Requests admitted by quota, per API key name", ["key"],
+                                    registry=r)
+        self.key_refused = Counter(
+            "kokoro_key_requests_refused_total",
+            "Requests refused (429) because the API key is over a quota, by limit",
+            ["key", "limit"], registry=r)
+        self.key_audio_seconds = Counter("kokoro_key_audio_seconds_total",
+                                         "Seconds of audio produced, per API key name",
+                                         ["key"], registry=r)
+        self.key_audio_remaining = Gauge(
+            "kokoro_key_audio_seconds_remaining",
+            "Seconds of audio left in the key's quota for this UTC day (keys with one)",
+            ["key"], registry=r)
         self.ready = Gauge("kokoro_ready", "1 once the model is loaded and warmed up",
                            registry=r)
 

@@ -1,13 +1,17 @@
 """One typed settings object, read from the environment (prefix KOKORO_)."""
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 SAMPLE_RATE = 24_000
 PRECISIONS = ("fp32", "bf16", "fp16")  # KOKORO_PRECISION; engines/torch_precision.py
+# a key's name, in `name:key` entries of KOKORO_API_KEYS (a metric label, never secret)
+KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class SettingsError(ValueError):
@@ -60,6 +64,10 @@ class Settings:
     english_g2p: str = "auto"  # auto | full (needs en_core_web_sm) | lite
     normalize: bool = True  # English text normalisation (numbers, money, ...) by default
     log_level: str = "info"
+    # per API key (quota.py); 0 = unlimited
+    quota_requests_per_minute: int = 0
+    quota_audio_seconds_per_day: int = 0  # seconds of audio produced per UTC day
+    quota_overrides: str = ""  # name:rpm:seconds_per_day,... (per key, over the two above)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -130,11 +138,69 @@ class Settings:
             raise SettingsError(
                 f"KOKORO_STALL_TIMEOUT ({self.stall_timeout:g}) must be greater than "
                 f"KOKORO_SEND_TIMEOUT ({self.send_timeout:g})")
+        self.named_keys()  # raises on a malformed or duplicate name
+        self.quota_limits()
         if self.requires_auth and not self.api_keys:
             raise SettingsError(
                 f"binding to {self.host} (not loopback) needs API keys: set KOKORO_API_KEYS "
                 "(or KOKORO_API_KEYS_FILE), or set KOKORO_AUTH_DISABLED=true to serve "
                 "without authentication on purpose")
+
+    def named_keys(self) -> tuple[tuple[str, str], ...]:
+        """(name, key) for each KOKORO_API_KEYS entry: `name:key`, or a plain key, whose
+        name is `key-` and the first 6 hex digits of its sha256 (a label, not the key)."""
+        named, seen = [], set()
+        for entry in self.api_keys:
+            name, sep, key = entry.partition(":")
+            if sep and KEY_NAME.fullmatch(name):
+                key = key.strip()
+                if not key:
+                    raise SettingsError(
+                        f"KOKORO_API_KEYS: the entry named {name!r} has no key after "
+                        "'name:'; write name:key")
+            else:
+                key = entry
+                name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:6]
+            if name in seen:
+                raise SettingsError(
+                    f"KOKORO_API_KEYS: two keys are named {name!r}; give each key its own "
+                    "name (name:key), or drop the repeated key")
+            seen.add(name)
+            named.append((name, key))
+        return tuple(named)
+
+    def quota_limits(self) -> dict[str, tuple[int, int]]:
+        """{key name: (requests per minute, audio seconds per day)}, 0 = unlimited: the
+        two KOKORO_QUOTA_* settings, then KOKORO_QUOTA_OVERRIDES for the keys it names."""
+        for var in ("quota_requests_per_minute", "quota_audio_seconds_per_day"):
+            if getattr(self, var) < 0:
+                raise SettingsError(f"KOKORO_{var.upper()} must be >= 0 (0: unlimited), "
+                                    f"got {getattr(self, var)}")
+        names = [name for name, _ in self.named_keys()]
+        limits = {name: (self.quota_requests_per_minute, self.quota_audio_seconds_per_day)
+                  for name in names}
+        for item in (i.strip() for i in self.quota_overrides.split(",")):
+            if not item:
+                continue
+            parts = item.split(":")
+            if len(parts) != 3 or not all(p.strip().isdigit() for p in parts[1:]):
+                raise SettingsError(
+                    f"KOKORO_QUOTA_OVERRIDES: {item!r} is not name:requests_per_minute:"
+                    "audio_seconds_per_day (whole numbers, 0 = unlimited), e.g. alice:60:3600")
+            name = parts[0].strip()
+            if name not in limits:
+                raise SettingsError(
+                    f"KOKORO_QUOTA_OVERRIDES names {name!r}, which is no key's name; name "
+                    "the key in KOKORO_API_KEYS (name:key) or use its key-<sha256 prefix> "
+                    f"name (known: {', '.join(names) or 'none, no keys are set'})")
+            limits[name] = (int(parts[1]), int(parts[2]))
+        if not self.api_keys and (self.quota_requests_per_minute
+                                  or self.quota_audio_seconds_per_day):
+            raise SettingsError(
+                "KOKORO_QUOTA_REQUESTS_PER_MINUTE / KOKORO_QUOTA_AUDIO_SECONDS_PER_DAY are "
+                "counted per API key, and no keys are set: set KOKORO_API_KEYS (or "
+                "KOKORO_API_KEYS_FILE), or unset the quotas")
+        return limits
 
     @property
     def is_loopback(self) -> bool:

@@ -20,11 +20,11 @@ from ..errors import ApiError
 from ..schemas import CaptionedSpeechRequest
 from ..text.align import Captioner, TimedWord
 from ..text.subtitles import render
-from .deps import State, require_api_key
+from .deps import State, require_key_and_quota
 from .speech import admit_and_plan, prepare, spoken_pieces
 from .streaming import STREAM_HEADERS, ClosingStreamingResponse
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_key_and_quota)])
 
 
 def _b64(data: bytes) -> str:

@@ -21,7 +21,7 @@ def require_api_key(request: Request) -> None:
 
     The key itself is never logged or echoed; failures name only what was wrong.
     """
-    keys: tuple[str, ...] = request.app.state.kokoro.settings.api_keys
+    keys: tuple[tuple[str, str], ...] = request.app.state.kokoro.named_keys
     if not keys:
         return
     header = request.headers.get("authorization", "")
@@ -31,9 +31,18 @@ def require_api_key(request: Request) -> None:
                        "missing API key: send 'Authorization: Bearer <key>'",
                        headers={"WWW-Authenticate": "Bearer"})
     supplied = token.strip().encode()
-    ok = False
-    for key in keys:  # no early exit: time does not depend on which key matched
-        ok |= hmac.compare_digest(supplied, key.encode())
-    if not ok:
+    matched = None
+    for name, key in keys:  # no early exit: time does not depend on which key matched
+        if hmac.compare_digest(supplied, key.encode()):
+            matched = name
+    if matched is None:
         raise ApiError(401, "invalid_api_key", "invalid API key",
                        headers={"WWW-Authenticate": "Bearer"})
+    request.state.kokoro_key = matched  # the key's name (quota.py), never the key
+
+
+def require_key_and_quota(request: Request) -> None:
+    """The API key check, then the key's quota (429 when over): the routes that do work.
+    Runs before any text work or synthesis, so a refused request costs neither."""
+    require_api_key(request)
+    request.app.state.kokoro.quotas.admit(getattr(request.state, "kokoro_key", None))

@@ -29,4 +29,5 @@ def health(st: State) -> JSONResponse:
 
 @router.get("/metrics", dependencies=[Depends(require_api_key)])
 def metrics(st: State) -> Response:
+    st.quotas.refresh()
     return Response(st.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends
 from ..errors import ApiError
 from ..schemas import PhonemizeRequest
 from ..text.g2p import normalize_lang
-from .deps import State, require_api_key
+from .deps import State, require_key_and_quota
 from .speech import check_text, normalized, require_ready
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_key_and_quota)])
 
 
 @router.post("/v1/audio/phonemize")

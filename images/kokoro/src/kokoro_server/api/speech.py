@@ -26,11 +26,11 @@ from ..text.clean import clean_input, has_speakable
 from ..text.g2p import normalize_lang
 from ..text.normalize import Span, normalize
 from ..text.phonemes import check_phonemes
-from .deps import State, require_api_key
+from .deps import State, require_key_and_quota
 from .streaming import STREAM_HEADERS, ClosingStreamingResponse
 
 log = logging.getLogger(__name__)
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_key_and_quota)])
 
 
 def require_ready(st) -> None:
@@ -112,6 +112,7 @@ async def spoken_pieces(st, plan: Plan, req: Prepared, body: SpeechRequest,
     records the request's metrics and releases its admission place however it ends."""
     started = time.perf_counter()
     metrics = st.metrics
+    key = getattr(request.state, "kokoro_key", None)  # the key's name, for its quota
     encoder = Encoder(body.response_format, stream=body.stream)
     first = True
     try:
@@ -119,6 +120,7 @@ async def spoken_pieces(st, plan: Plan, req: Prepared, body: SpeechRequest,
             if first:
                 metrics.first_audio.observe(time.perf_counter() - started)
                 first = False
+            st.quotas.add_audio(key, spoken.seconds)
             yield encoder.feed(spoken.audio), spoken
             if not body.stream and await request.is_disconnected():
                 raise asyncio.CancelledError("client disconnected")

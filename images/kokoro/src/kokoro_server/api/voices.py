@@ -5,9 +5,9 @@ from fastapi import APIRouter, Depends
 
 from ..schemas import MODELS
 from ..text.g2p import LANGUAGES, available_languages
-from .deps import State, require_api_key
+from .deps import State, require_key_and_quota
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_key_and_quota)])
 
 
 @router.get("/v1/audio/voices")
