@@ -274,6 +274,16 @@ def wait_no_fails(host, where: str) -> None:
     pytest.fail(f"Caddy still counts failures of {where}")
 
 
+def wait_answers(host, key: str, name: str) -> None:
+    """Until a Kokoro request through the gateway is answered by host `name` (back in
+    service: its readiness check passed)."""
+    for _ in range(300):
+        if call(host, key) == (200, f"kokoro {name}"):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{name} answered no request through the gateway")
+
+
 def test_fleet_changes_a_host_that_stops_answering_loses_no_request(host, key, fleet):
     a, b = sorted(fleet)
     where = address(host, b, "kokoro")
@@ -287,12 +297,7 @@ def test_fleet_changes_a_host_that_stops_answering_loses_no_request(host, key, f
     # (it answers a request); then, with a request held at one host, the next one goes to
     # the other.
     wait_no_fails(host, where)
-    for _ in range(300):
-        if call(host, key) == (200, f"kokoro {b}"):
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"{b} got no request after it was started again")
+    wait_answers(host, key, b)
     held = Held(host, key, ROUTES["kokoro"][1])
     try:
         other = b if held.at == a else a
@@ -309,17 +314,18 @@ def test_fleet_changes_a_host_that_answers_503_sheds_its_load(host, key, fleet):
     steered: list = []
     for _ in range(3):  # again only if b's failure was forgotten before a request was sent
         wait_no_fails(host, where)
-        fleet[b].run("touch /run/standin-kokoro-503")
         held = None
         try:
-            # With a request held at one host, the next goes to the other: hold it at a.
-            for _ in range(10):
+            # With a request held at one host, the next goes to the other: hold it at a
+            # (b out of service while it starts), then wait until b is back in service.
+            assert tool(host, "drain", b).rc == 0
+            try:
                 held = Held(host, key, ROUTES["kokoro"][1])
-                if held.at == a:
-                    break
-                held.release(fleet)
-                held = None
-            assert held is not None, f"no request was held at {a}"
+            finally:
+                assert tool(host, "undrain", b).rc == 0
+            assert held.at == a, f"the held request went to {held.at}"
+            wait_answers(host, key, b)
+            fleet[b].run("touch /run/standin-kokoro-503")
             # b answers; the client still gets the host's 503 (no replay).
             assert call(host, key) == (503, "queue full")
             while fails(host, where) and len(steered) < 5:
