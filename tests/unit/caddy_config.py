@@ -13,24 +13,14 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from local_play import run_local_play
+from local_play import role_play, run_local_play
 from required_tools import missing
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "images/proxy/Dockerfile").read_text()
 # roles/stack_proxy's settings check and template, with its defaults and vars and those
 # of roles/stack, which includes it.
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {repo}/roles/stack/defaults/main.yml
-    - {repo}/roles/stack/vars/main.yml
-    - {repo}/roles/stack_proxy/defaults/main.yml
-    - {repo}/roles/stack_proxy/vars/main.yml
-  vars:
-    role_path: {repo}/roles/stack
-  tasks:
+PLAY = role_play(["stack", "stack_proxy"], """\
     - name: Check the proxy's settings as the role does.
       ansible.builtin.include_tasks: {repo}/roles/stack_proxy/tasks/settings.yml
     - name: Render the Caddyfile.
@@ -38,7 +28,7 @@ PLAY = """
         src: {repo}/roles/stack_proxy/templates/Caddyfile.j2
         dest: "{{{{ out }}}}"
         mode: "0600"
-"""
+""")
 KEYS = {
     "kokoro": ["kokoro-key-0123456789abcdef"],
     "llm": ["llm-key-0123456789abcdef"],
@@ -74,7 +64,7 @@ def pinned_caddy(folder: Path) -> Path:
 
 
 def render(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
-    (tmp_path / "play.yml").write_text(PLAY.format(repo=REPO))
+    (tmp_path / "play.yml").write_text(PLAY)
     variables = {
         "out": str(tmp_path / "Caddyfile"),
         "inventory_hostname": "tts.example.internal",

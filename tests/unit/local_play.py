@@ -42,3 +42,14 @@ def run_role_tasks(folder: Path, role: str, tasks_from: str, variables: dict, *a
         tasks_from: {tasks_from}
 """)
     return run_local_play(play, variables, *args)
+
+
+def role_play(roles: list[str], tasks: str) -> str:
+    """A play on this machine with the defaults and vars of `roles` (role_path: the first
+    one's), running `tasks`: a task list indented four spaces, in str.format syntax with
+    {repo} for the repository ({{{{ }}}} for Jinja's braces)."""
+    files = "".join(f"    - {REPO}/roles/{role}/{kind}/main.yml\n"
+                    for role in roles for kind in ("defaults", "vars"))
+    return (f"\n- hosts: localhost\n  gather_facts: false\n  vars_files:\n{files}"
+            f"  vars:\n    role_path: {REPO}/roles/{roles[0]}\n  tasks:\n"
+            + tasks.format(repo=REPO))

@@ -20,7 +20,7 @@ from ansible_collections.kokoro.deploy.plugins.module_utils.stack_proxy import (
     stack_proxy_size_bytes,
 )
 from caddy_config import adapt, body_limits, pin, pinned_caddy
-from local_play import run_local_play, run_role_tasks
+from local_play import role_play, run_local_play, run_role_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,15 +97,7 @@ def test_a_fleet_with_every_host_drained_answers_503_naming_it():
 # The role's settings check and templates, run by ansible-playbook from its defaults and
 # vars on this machine (the proxy's tests' pattern, tests/unit/caddy_config.py), in front
 # of an inventory group of two hosts.
-PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {repo}/roles/gateway/defaults/main.yml
-    - {repo}/roles/gateway/vars/main.yml
-  vars:
-    role_path: {repo}/roles/gateway
-  tasks:
+PLAY = role_play(["gateway"], """\
     - name: Check the gateway's settings as the role does.
       ansible.builtin.include_tasks: {repo}/roles/gateway/tasks/settings.yml
     - name: Write upstreams.json as the role does.
@@ -118,7 +110,7 @@ PLAY = """
         src: {repo}/roles/gateway/templates/Caddyfile.j2
         dest: "{{{{ gateway_config_dir }}}}/Caddyfile"
         mode: "0600"
-"""
+""")
 KOKORO_KEY = "kokoro-key-0123456789abcdef"
 LLM_KEY = "llm-key-0123456789abcdef"
 
@@ -140,7 +132,7 @@ gpu_hosts:
 
 def render_role(tmp_path: Path, inventory: str = TWO_HOSTS, **extra) -> subprocess.CompletedProcess:
     """The role's settings check, upstreams.json and Caddyfile, into tmp_path/etc."""
-    (tmp_path / "play.yml").write_text(PLAY.format(repo=REPO))
+    (tmp_path / "play.yml").write_text(PLAY)
     (tmp_path / "hosts.yml").write_text(inventory)
     (tmp_path / "etc").mkdir(exist_ok=True)
     variables = {
@@ -263,23 +255,15 @@ def test_an_llm_group_without_hosts_is_refused_naming_it(tmp_path):
     assert "gateway_llm_upstream_group=gpus names no hosts" in out, out[-2000:]
 
 
-RESOLVE_PLAY = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {repo}/roles/gateway/defaults/main.yml
-    - {repo}/roles/gateway/vars/main.yml
-  vars:
-    role_path: {repo}/roles/gateway
-  tasks:
+RESOLVE_PLAY = role_play(["gateway"], """\
     - name: Name the hosts as the role does.
       ansible.builtin.include_tasks: {repo}/roles/gateway/tasks/resolve.yml
-"""
+""")
 
 
 def resolve(tmp_path: Path, hosts_file: Path, **extra) -> str:
     """roles/gateway/tasks/resolve.yml on hosts_file for MIXED_FLEET; its recap line."""
-    (tmp_path / "play.yml").write_text(RESOLVE_PLAY.format(repo=REPO))
+    (tmp_path / "play.yml").write_text(RESOLVE_PLAY)
     (tmp_path / "hosts.yml").write_text(MIXED_FLEET)
     r = run_local_play(tmp_path / "play.yml", {"__gateway_hosts_file": str(hosts_file), **extra},
                        "-i", str(tmp_path / "hosts.yml"))
