@@ -8,6 +8,7 @@
         --set stack_comfyui_gpu=1
     python3 tools/plan.py --cpu --services kokoro,llm --host-ram-mib 16000
     python3 tools/plan.py --inventory inventory/fleet --host gpu-4090-01 --card "RTX 4090"
+    python3 tools/plan.py --card "RTX 5090" --services kokoro,comfyui --kokoro-idle-released
 
 Nothing here decides anything: the planner is the one the preflight play runs
 (plugins/module_utils/vram_plan.py), the settings are the role's defaults
@@ -15,6 +16,10 @@ Nothing here decides anything: the planner is the one the preflight play runs
 reach the planner through the very block of roles/stack/tasks/plan.yml that the play
 uses, and the model sizes are manifest.yml's. So the table, warnings and suggestions
 printed here are the ones preflight prints for a host with that card.
+
+--kokoro-idle-released adds ComfyUI's night budget: the same plan with Kokoro's model
+released for idleness (KOKORO_IDLE_UNLOAD_SECONDS > 0), so Kokoro counts as no VRAM; its
+process stays, and so does its host RAM. The plan without it is printed first, unchanged.
 
 Exit 0: the plan fits (warnings may be printed); 1: it does not fit (the problems and
 what would make it fit are printed); 2: the input is wrong (an unknown card, a bad
@@ -305,13 +310,11 @@ def make_plan(args: argparse.Namespace) -> tuple[dict, str]:
     settings.update(parse_set(args.set or [], settings))
     gpus, note = gpus_for(args, settings)
     services = render(services_block(), settings)
+    companions = manifest_companions(settings)
+    reserve = setting(settings, "stack_vram_reserve_mib")
     try:
         plan = vram_plan.plan_stack(
-            gpus,
-            services,
-            manifest_companions(settings),
-            reserve_mib=setting(settings, "stack_vram_reserve_mib"),
-            host_ram_mib=args.host_ram_mib,
+            gpus, services, companions, reserve_mib=reserve, host_ram_mib=args.host_ram_mib
         )
     except ValueError as exc:
         raise PlanError(str(exc)) from None
@@ -325,24 +328,87 @@ def make_plan(args: argparse.Namespace) -> tuple[dict, str]:
         f"Settings: {', then '.join(sources)}",
         note,
     ]
+    if getattr(args, "kokoro_idle_released", False):
+        plan = with_kokoro_released(plan, gpus, services, companions, reserve, args.host_ram_mib)
     return plan, "\n".join(line for line in lines if line)
 
 
-def report(plan: dict, heading: str) -> str:
-    """The plan as preflight shows it: the tables, the warnings, the verdict."""
-    out = [heading, "", plan["table"], "", plan["ram_table"]]
+def with_kokoro_released(
+    day: dict,
+    gpus: list[dict],
+    services: dict,
+    companions: dict,
+    reserve_mib: Any,
+    host_ram_mib: int | None,
+) -> dict:
+    """The day plan with its night beside it (`night`): the same services while Kokoro's
+    model is released for idleness, so Kokoro counts as no VRAM and ComfyUI's budget
+    grows by what it frees. Kokoro's process stays, so its host RAM is taken off the
+    RAM the others are checked against."""
+    kokoro = next(r for r in day["rows"] if r["service"] == "kokoro")
+    if kokoro["device"] != "gpu":
+        raise PlanError(
+            "--kokoro-idle-released: Kokoro runs on the CPU in this plan, so releasing its "
+            "model frees no VRAM; leave the option out"
+        )
+    night_services = {**services, "kokoro": {**services["kokoro"], "enabled": False}}
+    ram = host_ram_mib - kokoro["ram_mib"] if host_ram_mib else None
+    try:
+        night = vram_plan.plan_stack(
+            gpus, night_services, companions, reserve_mib=reserve_mib, host_ram_mib=ram
+        )
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    night["kokoro_released"] = {
+        "day_planned_mib": kokoro["planned_mib"],
+        "gpu": kokoro["gpu"],
+        "ram_mib": kokoro["ram_mib"],
+    }
+    return {**day, "fits": day["fits"] and night["fits"], "day_fits": day["fits"], "night": night}
+
+
+def verdict(plan: dict) -> list[str]:
+    out = []
     if plan["warnings"]:
         out += ["", "Warnings:"] + [f"- {w}" for w in plan["warnings"]]
         if plan["warning_suggestions"]:
             out += ["What would clear them (each checked alone):"]
             out += [f"- {s}" for s in plan["warning_suggestions"]]
-    if plan["fits"]:
+    if plan.get("day_fits", plan["fits"]):
         out += ["", "Fits."]
     else:
         out += ["", "Does not fit:"] + [f"- {p}" for p in plan["problems"]]
         if plan["suggestions"]:
             out += ["What would make it fit (each checked alone):"]
             out += [f"- {s}" for s in plan["suggestions"]]
+    return out
+
+
+def night_report(night: dict) -> list[str]:
+    released = night["kokoro_released"]
+    gib = released["day_planned_mib"] / 1024
+    return [
+        "",
+        "Night: Kokoro's model released for idleness (KOKORO_IDLE_UNLOAD_SECONDS > 0), "
+        "counted as 0 VRAM",
+        f"Kokoro's process stays: its host RAM ({released['ram_mib'] / 1024:.2f} GiB) is "
+        "taken off the host RAM given. The budget holds only while Kokoro is released: the "
+        f"request that loads it again needs its {gib:.2f} GiB free on GPU "
+        f"{released['gpu']}, and is answered 503 model_unavailable until it is.",
+        "",
+        night["table"],
+        "",
+        night["ram_table"],
+        *verdict(night),
+    ]
+
+
+def report(plan: dict, heading: str) -> str:
+    """The plan as preflight shows it: the tables, the warnings, the verdict (and with
+    --kokoro-idle-released the night's after it)."""
+    out = [heading, "", plan["table"], "", plan["ram_table"], *verdict(plan)]
+    if "night" in plan:
+        out += night_report(plan["night"])
     return "\n".join(out)
 
 
@@ -381,6 +447,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="check against this much host RAM (free -m's total, Ansible's memtotal_mb)",
+    )
+    p.add_argument(
+        "--kokoro-idle-released",
+        action="store_true",
+        help="also plan the night: Kokoro's model released for idleness counts as 0 VRAM, "
+        "which ComfyUI's budget gains (the plan without it is unchanged)",
     )
     p.add_argument("--json", action="store_true", help="print the planner's whole result as JSON")
     p.add_argument("--list-cards", action="store_true", help="print the card names it knows")

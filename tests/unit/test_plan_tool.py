@@ -393,3 +393,44 @@ def test_the_docs_host_ram_table_is_the_planners(doc):
         else:
             on_cpu = planner([], services(llm=llm, comfyui=comfyui))
             assert f"({on_cpu['ram_needed_mib']:,} MiB)" in cpu_cell, (doc, name)
+
+
+# ------------------------------------------------- Kokoro released for idleness
+
+
+def test_kokoro_idle_released_gives_comfyui_kokoros_vram_at_night_and_leaves_the_day_plan():
+    day_code, day = tool_plan("--card", "RTX 5090", "--services", ALL_THREE,
+                              "--host-ram-mib", "64000")
+    code, got = tool_plan("--card", "RTX 5090", "--services", ALL_THREE,
+                          "--host-ram-mib", "64000", "--kokoro-idle-released")
+    assert day_code == code == 0
+    # the day plan is the plan without the option, figure for figure
+    assert {k: v for k, v in got.items() if k not in ("night", "day_fits")} == day
+    kokoro = next(r for r in day["rows"] if r["service"] == "kokoro")
+    # the night is the planner's plan without Kokoro's VRAM, its process's RAM kept aside
+    svc = services(llm=True, comfyui=True)
+    svc["kokoro"]["enabled"] = False
+    want = planner([card(*RTX_5090)], svc, host_ram_mib=64000 - kokoro["ram_mib"])
+    night = got["night"]
+    assert [(r["service"], r["planned_mib"]) for r in night["rows"]] == [
+        (r["service"], r["planned_mib"]) for r in want["rows"]]
+    assert "kokoro" not in [r["service"] for r in night["rows"]]
+    assert night["kokoro_released"] == {"day_planned_mib": kokoro["planned_mib"], "gpu": 0,
+                                        "ram_mib": kokoro["ram_mib"]}
+
+    def comfyui(plan):
+        return next(r["planned_mib"] for r in plan["rows"] if r["service"] == "comfyui")
+
+    assert comfyui(night) > comfyui(day)  # the night budget gains what Kokoro frees
+    assert got["fits"] and got["day_fits"] and night["fits"]
+
+    out = run_tool("--card", "RTX 5090", "--services", ALL_THREE, "--host-ram-mib", "64000",
+                   "--kokoro-idle-released").stdout
+    assert day["table"] in out and want["table"] in out
+    assert out.index(day["table"]) < out.index("Night: Kokoro's model released")
+
+
+def test_kokoro_idle_released_is_refused_for_a_kokoro_on_the_cpu():
+    proc = run_tool("--cpu", "--services", "kokoro", "--kokoro-idle-released")
+    assert proc.returncode == 2
+    assert "Kokoro runs on the CPU in this plan" in proc.stderr
