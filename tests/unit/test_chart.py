@@ -487,3 +487,27 @@ REFUSED = [
 def test_bad_values_fail_with_a_clear_message(args, message):
     proc = run_helm("template", "kd", str(CHART), *args)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_quota_overrides_render_as_the_server_and_the_stack_role_write_them(tmp_path):
+    # roles/stack renders the same values as alice:120:600,bob:30:0 (test_stack_keys.py)
+    extra = tmp_path / "quota.yaml"
+    keys = ["alice:" + "a" * 32, "bob:" + "b" * 32]
+    extra.write_text(yaml.safe_dump({"apiKeys": {"kokoro": keys},
+                                     "kokoro": {"quota": {
+                                         "requestsPerMinute": 30, "audioSecondsPerDay": 600,
+                                         "overrides": {"bob": {"audioSecondsPerDay": 0},
+                                                       "alice": {"requestsPerMinute": 120}}}}}))
+    env = env_of(service_container(template("-f", str(CHART / "ci" / "cpu-values.yaml"),
+                                            "-f", str(extra)), "kokoro"))
+    assert (env["KOKORO_QUOTA_REQUESTS_PER_MINUTE"], env["KOKORO_QUOTA_AUDIO_SECONDS_PER_DAY"],
+            env["KOKORO_QUOTA_OVERRIDES"]) == ("30", "600", "alice:120:600,bob:30:0")
+
+
+def test_prometheus_gets_a_named_keys_key_alone(tmp_path):
+    extra = tmp_path / "named.yaml"
+    extra.write_text(yaml.safe_dump({"apiKeys": {"kokoro": ["alice:" + "a" * 32]}}))
+    secret = one(template("-f", str(CHART / "ci" / "monitoring-values.yaml"), "-f", str(extra)),
+                 "Secret", "")
+    assert secret["stringData"]["kokoro_metrics_key"] == "a" * 32
+    assert secret["stringData"]["kokoro_api_keys"].split() == ["alice:" + "a" * 32]

@@ -356,3 +356,27 @@ def test_a_caddy_binary_that_is_not_the_pinned_one_is_refused_and_leaves_nothing
     assert "gateway_caddy_download_base" in out
     assert list(install.iterdir()) == []
     assert set(Path(tempfile.gettempdir()).glob("kokoro-gateway-*")) == scratch_before
+
+
+def test_named_fleet_keys_are_checked_and_sent_without_their_names(caddy, tmp_path):
+    """A key named for the hosts' quotas (alice:KEY) is KEY at the gateway: in its key
+    checks and in its readiness checks' header; the name never reaches Caddy."""
+    config = rendered(tmp_path, caddy, gateway_upstream_scheme="http", gateway_upstream_port=8880,
+                      gateway_health_path="/health",
+                      gateway_kokoro_api_keys=[f"alice:{KOKORO_KEY}", LLM_KEY])
+    kokoro = route(config, "/v1/audio/*")
+    assert kokoro["keys"] == {f"Bearer {KOKORO_KEY}", f"Bearer {LLM_KEY}"}
+    [proxy] = kokoro["proxies"]
+    assert proxy["health_checks"]["active"]["headers"]["Authorization"] == [f"Bearer {KOKORO_KEY}"]
+    assert "alice" not in (tmp_path / "etc/Caddyfile").read_text()
+
+
+def test_the_key_name_rule_is_the_kokoro_servers():
+    server = (REPO / "images/kokoro/src/kokoro_server/settings.py").read_text()
+    name = re.search(r'^KEY_NAME = re\.compile\(r"(.+)"\)$', server, re.M)[1]
+    for role in ("stack", "gateway"):
+        assert role_vars(role)[f"__{role}_key_name_prefix"] == f"^{name}:", role
+    # the chart's and Prometheus's scrape keys drop the name by the same rule
+    for path in ("charts/kokoro-deploy/templates/secret.yaml",
+                 "roles/monitoring/tasks/scrape_keys.yml"):
+        assert f"^{name}:" in (REPO / path).read_text(), path

@@ -108,3 +108,17 @@ def test_a_body_limit_that_is_not_a_size_is_refused(tmp_path, bad):
     r = render(tmp_path, stack_proxy_llm_max_body_size=bad)
     assert r.returncode != 0
     assert "stack_proxy_llm_max_body_size" in r.stdout and "16MiB" in r.stdout, r.stdout
+
+
+def test_a_named_kokoro_key_is_checked_without_its_name(caddy, tmp_path):
+    # alice:KEY in Kokoro's key file names the key for the server's quotas; clients send
+    # KEY, so that is what the proxy compares.
+    r = render(tmp_path, __stack_api_keys={
+        "kokoro": ["alice:kokoro-key-0123456789abcdef", "kokoro-key2-0123456789abcdef"],
+        "llm": ["llm-key-0123456789abcdef"], "comfyui": ["comfyui-key-0123456789abcdef"]})
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (tmp_path / "Caddyfile").read_text()
+    assert "alice" not in text
+    for key in ("kokoro-key-0123456789abcdef", "kokoro-key2-0123456789abcdef"):
+        assert f"Bearer {key}" in text
+    adapt(caddy, tmp_path)

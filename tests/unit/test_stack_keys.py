@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from local_play import run_local_play
+from local_play import role_play, run_local_play
 
 REPO = Path(__file__).resolve().parents[2]
 PLAY = """
@@ -89,3 +89,56 @@ def test_a_key_with_a_trailing_newline_is_refused(tmp_path):
     assert done.returncode != 0
     assert "Some API keys of kokoro are not 16 or more" in done.stdout, done.stdout
     assert not list((tmp_path / "project" / "secrets").iterdir())
+
+
+ALICE = "alice:" + "a" * 32
+
+
+def test_a_named_kokoro_key_is_written_with_its_name_for_the_servers_quotas(tmp_path):
+    done = run(tmp_path, stack_kokoro_api_keys=[ALICE, "b" * 20], stack_proxy_enabled=False,
+               stack_kokoro_quota_requests_per_minute=60,
+               stack_kokoro_quota_overrides={"alice": {"audio_seconds_per_day": 3600}})
+    assert done.returncode == 0, done.stdout
+    assert keys(tmp_path, "kokoro") == [ALICE, "b" * 20]
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"stack_kokoro_api_keys": [ALICE, "alice:" + "c" * 20]}, "gives two keys one name"),
+    ({"stack_kokoro_api_keys": [ALICE], "stack_kokoro_quota_overrides": {"bob": {}}},
+     "names bob, which no key in stack_kokoro_api_keys carries"),
+    ({"stack_kokoro_api_keys": [ALICE],
+      "stack_kokoro_quota_overrides": {"alice": {"requests_per_minute": -1}}},
+     "alice.requests_per_minute must be whole numbers >= 0"),
+    ({"stack_kokoro_api_keys": [ALICE], "stack_kokoro_quota_audio_seconds_per_day": -5},
+     "stack_kokoro_quota_audio_seconds_per_day must be whole numbers >= 0"),
+    ({"stack_kokoro_quota_requests_per_minute": 10},
+     "quotas are counted per API key and it has none"),
+    ({"stack_kokoro_api_keys": ["alice:short"]}, "Some API keys of kokoro are not 16 or more"),
+])
+def test_key_names_and_quotas_the_server_would_refuse_are_refused_first(tmp_path, extra, words):
+    done = run(tmp_path, stack_proxy_enabled=False, **extra)
+    assert done.returncode != 0
+    assert words in " ".join(done.stdout.split()), done.stdout
+    assert not list((tmp_path / "project" / "secrets").iterdir())
+    assert "a" * 32 not in done.stdout + done.stderr
+
+
+OVERRIDES_PLAY = role_play(["stack"], """\
+    - name: Write KOKORO_QUOTA_OVERRIDES as env.j2 renders it.
+      ansible.builtin.copy:
+        dest: "{{{{ out }}}}"
+        content: "{{{{ __stack_kokoro_quota_overrides }}}}"
+        mode: "0600"
+""")
+
+
+def test_quota_overrides_render_as_the_server_reads_them(tmp_path):
+    (tmp_path / "play.yml").write_text(OVERRIDES_PLAY)
+    done = run_local_play(tmp_path / "play.yml", {
+        "out": str(tmp_path / "overrides"),
+        "stack_kokoro_quota_requests_per_minute": 30,
+        "stack_kokoro_quota_audio_seconds_per_day": 600,
+        "stack_kokoro_quota_overrides": {"alice": {"requests_per_minute": 120},
+                                         "bob": {"audio_seconds_per_day": 0}}})
+    assert done.returncode == 0, done.stdout
+    assert (tmp_path / "overrides").read_text() == "alice:120:600,bob:30:0"

@@ -164,3 +164,15 @@ The init container that waits for a service's model files: tools/model_cache_job
 {{- define "kd.kokoroPlanArgs" -}}
 {{- toJson (list "--engines" (include "kd.engine" .) "--voices" (join "," .Values.modelCache.voices) "--extra-groups" (join "," .Values.modelCache.extraGroups)) -}}
 {{- end -}}
+
+{{/* KOKORO_QUOTA_OVERRIDES from kokoro.quota: name:requests_per_minute:audio_seconds_per_day,
+     a field an override leaves out taking the chart-wide value (roles/stack does the same). */}}
+{{- define "kd.quotaOverrides" -}}
+{{- $q := . -}}
+{{- $out := list -}}
+{{- range $name := keys $q.overrides | sortAlpha -}}
+{{- $o := get $q.overrides $name -}}
+{{- $out = append $out (printf "%s:%v:%v" $name (dig "requestsPerMinute" $q.requestsPerMinute $o) (dig "audioSecondsPerDay" $q.audioSecondsPerDay $o)) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}

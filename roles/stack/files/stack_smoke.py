@@ -284,7 +284,8 @@ def main() -> None:
     def first_key(service: str) -> str:
         path = secrets / f"{service}_api_keys"
         keys = path.read_text().split() if path.is_file() else []
-        return keys[0] if keys else ""
+        # a Kokoro key may be named (name:key); the bearer token is the key alone
+        return keys[0].rpartition(":")[2] if keys else ""
 
     urls = {
         "kokoro": base_url(env, "KOKORO", "8880"),

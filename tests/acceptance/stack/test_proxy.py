@@ -35,7 +35,9 @@ def keys(host, env):
     for service in ("kokoro", "llm", "comfyui"):
         f = host.file(f"{PROJECT}/secrets/{service}_api_keys")
         if f.exists:
-            out[service] = host.check_output("cat %s", f.path).split()
+            # a Kokoro key may be named (name:key); clients send the key alone
+            lines = host.check_output("cat %s", f.path).split()
+            out[service] = [k.rpartition(":")[2] for k in lines]
     return out
 
 
