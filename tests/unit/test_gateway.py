@@ -380,3 +380,16 @@ def test_the_key_name_rule_is_the_kokoro_servers():
     for path in ("charts/kokoro-deploy/templates/secret.yaml",
                  "roles/monitoring/tasks/scrape_keys.yml"):
         assert f"^{name}:" in (REPO / path).read_text(), path
+
+
+@pytest.mark.parametrize("command", [["drain", "elsewhere", "--timeout", "1"],
+                                     ["undrain", "elsewhere"]])
+def test_a_host_the_gateway_does_not_serve_is_answered_3_and_nothing_changes(
+        tmp_path, monkeypatch, capsys, command):
+    # rolling_update.yml asks every gateway and skips those that answer 3: the gateway's
+    # own list of hosts decides, not a copy of its membership rule in the playbook.
+    (tmp_path / "upstreams.json").write_text(json.dumps({"hosts": ["up-a", "up-b"]}))
+    monkeypatch.setattr(upstreams, "CONFIG_DIR", tmp_path)
+    assert upstreams.main(command) == 3
+    assert "elsewhere is not one of the gateway's hosts (up-a, up-b)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["upstreams.json"]

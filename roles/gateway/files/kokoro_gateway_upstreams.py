@@ -16,6 +16,8 @@ drain waits for its requests in flight on all of them. A new
 upstreams.caddy is checked by Caddy with the whole Caddyfile before it replaces the old
 one, and the running gateway loads it without a restart: requests in flight finish on
 the configuration they started on. Prints "changed" or "unchanged" on its last line.
+Exit status: 0 done, 1 refused (the reason on stderr), 3 the host is not one of this
+gateway's (rolling_update.yml asks every gateway and skips those that answer 3).
 Python 3 standard library only.
 """
 
@@ -37,6 +39,10 @@ CONFIG_DIR = Path(os.environ.get("KOKORO_GATEWAY_CONFIG_DIR", "/etc/kokoro-gatew
 
 class GatewayError(Exception):
     pass
+
+
+class NotOurHost(GatewayError):
+    """The host is in none of the gateway's routes (exit status 3)."""
 
 
 def load_settings() -> dict:
@@ -159,7 +165,7 @@ def render(out: list[str] | None = None) -> bool:
 def set_drained(host: str, out: bool) -> bool:
     settings = load_settings()
     if host not in settings["hosts"]:
-        raise GatewayError(
+        raise NotOurHost(
             f"{host} is not one of the gateway's hosts ({', '.join(settings['hosts'])}): "
             "name a host of its upstream group as the inventory does")
     now = drained()
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 wait_drained(args.host, args.timeout)
     except GatewayError as e:
         print(f"kokoro-gateway-upstreams: {e}", file=sys.stderr)
-        return 1
+        return 3 if isinstance(e, NotOurHost) else 1
     print("changed" if changed else "unchanged")
     return 0
 

@@ -248,7 +248,7 @@ def test_fleet_changes_a_drain_waits_for_the_request_in_flight_and_sends_no_new_
 
 def test_a_drain_names_the_hosts_it_knows(host):
     r = tool(host, "drain", "no-such-host")
-    assert r.rc == 1 and "no-such-host is not one of the gateway's hosts" in r.stderr
+    assert r.rc == 3 and "no-such-host is not one of the gateway's hosts" in r.stderr
 
 
 def test_fleet_changes_a_fleet_with_every_host_drained_says_so(host, keys, fleet):
