@@ -58,6 +58,21 @@ class Metrics:
             ["key"], registry=r)
         self.ready = Gauge("kokoro_ready", "1 once the model is loaded and warmed up",
                            registry=r)
+        # idle release (residency.py): the model leaves memory while no one speaks
+        self.model_loaded = Gauge(
+            "kokoro_model_loaded",
+            "1 while the model is in memory, 0 while released for being idle", registry=r)
+        self.model_releases = Counter(
+            "kokoro_model_releases_total",
+            "Times the model was freed after KOKORO_IDLE_UNLOAD_SECONDS without requests",
+            registry=r)
+        self.model_reload_seconds = Histogram(
+            "kokoro_model_reload_seconds",
+            "Time to load the model again after an idle release (successful loads)",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=r)
+        self.model_reload_failures = Counter(
+            "kokoro_model_reload_failures_total",
+            "Loads after an idle release that failed (their requests got 503)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,9 @@
   (engine_workers.py).
 * Cancellation: when the consumer stops (client disconnect cancels the response
   task), queued chunk jobs are cancelled and no further chunks are submitted.
+* Idle release: with `idle_unload_seconds`, the model is freed after that long without
+  speech requests and loaded again by the next one before its first chunk is planned
+  (residency.py).
 * Stalls: `stalled()` says why the server is stuck, if it is: requests are admitted but
   neither an engine pass nor a response has moved for a while, or one pass has run for
   that long. /health reports it, so a server whose places leaked or whose engine hung
@@ -30,6 +33,7 @@ from .engine_workers import EngineWorkers
 from .engines.base import Engine
 from .errors import ApiError
 from .metrics import Metrics
+from .residency import Residency
 from .text.align import phoneme_words
 from .text.chunking import Chunk, chunk_text
 from .text.g2p import Phonemizer
@@ -57,7 +61,8 @@ class SpokenChunk:
 class Scheduler:
     def __init__(self, engine: Engine, phonemizer: Phonemizer, metrics: Metrics,
                  workers: int = 1, max_queue: int = 32, batch_tokens: int = 0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 idle_unload_seconds: float = 0):
         self.engine = engine
         self.phonemizer = phonemizer
         self.metrics = metrics
@@ -69,8 +74,13 @@ class Scheduler:
         self._admitted = 0
         self._avg_request_s = 1.0
         self._last_progress = self.clock()  # a chunk spoken, or the first admission
+        self.residency = Residency(engine, metrics, idle_unload_seconds, self._busy, clock)
+
+    def _busy(self) -> bool:
+        return self._admitted > 0 or not self._workers.idle
 
     def close(self) -> None:
+        self.residency.close()
         self._workers.close()
         self._g2p_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -116,9 +126,11 @@ class Scheduler:
             raise ApiError(503, "server_busy",
                            f"the server is at capacity ({self.capacity} requests); retry later",
                            headers={"Retry-After": str(wait)})
-        if not self._admitted:
-            self._last_progress = self.clock()  # an idle spell is not a stall
-        self._admitted += 1
+        with self.residency.lock:  # ordered against an idle release (residency.py)
+            if not self._admitted:
+                self._last_progress = self.clock()  # an idle spell is not a stall
+            self._admitted += 1
+            self.residency.used()
         self.metrics.inflight.set(self._admitted)
         start = time.monotonic()
         released = False
@@ -128,6 +140,7 @@ class Scheduler:
             if released:
                 return
             released = True
+            self.residency.used()
             self._admitted -= 1
             self.metrics.inflight.set(self._admitted)
             took = time.monotonic() - start
@@ -141,7 +154,9 @@ class Scheduler:
     async def plan(self, text: str, lang: str, phonemes: bool = False) -> Plan:
         """Phonemize up to the first chunk now (so errors come before any audio);
         the rest is phonemized lazily while audio is produced. With `phonemes` the text
-        is already phonemes (checked by the caller) and is only chunked."""
+        is already phonemes (checked by the caller) and is only chunked. A model released
+        for idleness is loaded again first (503 model_unavailable if that fails)."""
+        await self.residency.ensure_loaded()
         if phonemes:
             it = chunk_text(text, lambda t: (t, phoneme_words(t)))
         else:

@@ -2,7 +2,9 @@
 with the model's predicted duration of every input token where the backend has it."""
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,14 @@ class Engine(ABC):
     sample_rate: int = SAMPLE_RATE
     has_durations: bool = False  # infer() reports durations
     max_batch: int = 1  # inputs infer_batch() runs in one forward pass
+    # unload() frees the model and load() makes it again (idle release: residency.py);
+    # an engine without this keeps its model for as long as it lives
+    releasable: bool = False
+    loaded: bool = True  # the model is in memory (releasable engines set it)
+    # Callers outside the engine workers that use the model now (the warm-up), which an
+    # idle release waits for; one engine per process, so one lock for the class.
+    _use_lock = threading.Lock()
+    _users = 0
 
     def __init__(self, config_path: Path):
         config = json.loads(Path(config_path).read_text())
@@ -85,9 +95,39 @@ class Engine(ABC):
     def warm_up(self, phonemes: str, pack: np.ndarray, passes: int = 2) -> None:
         """The first passes before serving (kernel choice, allocator growth), then give
         back what only they held."""
-        for _ in range(passes):
-            self.synthesize(phonemes, pack, 1.0)
+        with self.in_use():
+            for _ in range(passes):
+                self.synthesize(phonemes, pack, 1.0)
         self.release_cache()
+
+    @contextlib.contextmanager
+    def in_use(self):
+        """Keep the model from an idle release while the caller uses it outside the
+        engine workers (loading it first if it was released)."""
+        with self._use_lock:
+            if not self.loaded:
+                self.load()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._use_lock:
+                self._users -= 1
+
+    def unload_if_unused(self) -> bool:
+        """unload() unless a caller holds in_use(); True if it did."""
+        with self._use_lock:
+            if self._users:
+                return False
+            self.unload()
+            return True
+
+    def load(self) -> None:  # noqa: B027 - a hook: releasable backends override it
+        """Make the model (again, after unload()); sets `loaded` once it can infer."""
+
+    def unload(self) -> None:  # noqa: B027 - a hook: releasable backends override it
+        """Free the model and what the backend cached for it; load() brings it back.
+        Only while no pass runs (the caller's promise); the vocabulary stays."""
 
     def release_cache(self) -> None:  # noqa: B027 - a hook: most backends cache nothing
         """Free memory the backend caches but no longer uses."""

@@ -10,6 +10,7 @@ short inputs costs little more than one over a single input.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sys
 import threading
@@ -89,11 +90,12 @@ def _quiet_loguru() -> None:
 class TorchEngine(Engine):
     name = "torch"
     has_durations = True  # forward_with_tokens returns pred_dur with the audio
+    releasable = True
+    loaded = False
 
     def __init__(self, model_path: Path, config_path: Path, settings: Settings):
         super().__init__(config_path)
         import torch
-        from kokoro import KModel
 
         _quiet_loguru()
         self._torch = torch
@@ -105,23 +107,47 @@ class TorchEngine(Engine):
             raise StartupError(f"KOKORO_PRECISION={self.precision} needs CUDA, but the torch "
                                f"engine runs on {self.device}; unset KOKORO_PRECISION (fp32) "
                                "on the CPU")
-        # KModel with explicit local paths reads them and downloads nothing.
-        model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(config_path),
-                       model=str(model_path))
-        fold_weight_norm(model)
-        self.model = model.to(self.device).eval()
+        self._model_path, self._config_path = Path(model_path), Path(config_path)
         self.max_batch = settings.batch_size or (16 if self.device == "cuda" else 1)
-        if self.max_batch > 1:
-            from . import torch_batch
-
-            torch_batch.enable(self.model)
-        if self.precision != "fp32":
-            from . import torch_precision
-
-            torch_precision.prepare(self.model)
+        self.model = None
+        self.load()
         self._local = threading.local()
         log.info("torch engine on %s (torch %s, %s), up to %d inputs per forward pass",
                  self.device, torch.__version__, self.precision, self.max_batch)
+
+    def load(self) -> None:
+        """Build the module on its device (at start and again after an idle release)."""
+        from kokoro import KModel
+
+        # KModel with explicit local paths reads them and downloads nothing.
+        model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(self._config_path),
+                       model=str(self._model_path))
+        fold_weight_norm(model)
+        model = model.to(self.device).eval()
+        if self.max_batch > 1:
+            from . import torch_batch
+
+            torch_batch.enable(model)
+        if self.precision != "fp32":
+            from . import torch_precision
+
+            torch_precision.prepare(model)
+        self.model = model
+        self.loaded = True
+
+    def unload(self) -> None:
+        """Drop the module, then hand its CUDA memory back to the driver (torch's
+        allocator would otherwise keep it reserved). The CUDA context stays."""
+        self.loaded = False
+        self.model = None
+        gc.collect()  # a reference cycle inside the module would hold its tensors
+        self.release_cache()
+
+    def _module(self):
+        model = self.model
+        if model is None:
+            raise RuntimeError("the model is released (idle); load() it first")
+        return model
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -145,10 +171,10 @@ class TorchEngine(Engine):
             if self.device == "cuda":
                 stream = self._stream()
                 with torch.cuda.stream(stream), self._autocast():
-                    audio, pred_dur = self.model.forward_with_tokens(input_ids, ref_s, speed)
+                    audio, pred_dur = self._module().forward_with_tokens(input_ids, ref_s, speed)
                     out, dur = audio.float().cpu(), pred_dur.cpu()
             else:  # fp32: low precision is CUDA-only
-                out, dur = self.model.forward_with_tokens(input_ids, ref_s, speed)
+                out, dur = self._module().forward_with_tokens(input_ids, ref_s, speed)
                 out = out.float()
         return Synthesis(out.numpy().reshape(-1).astype(np.float32, copy=False),
                          dur.numpy().reshape(-1).astype(np.int64))
@@ -167,9 +193,9 @@ class TorchEngine(Engine):
             if self.device == "cuda":
                 with torch.cuda.stream(self._stream()), self._autocast():
                     out = [(a.float().cpu(), d)
-                           for a, d in forward_batch(self.model, ids, ref_s, speeds)]
+                           for a, d in forward_batch(self._module(), ids, ref_s, speeds)]
             else:
-                out = [(a.float(), d) for a, d in forward_batch(self.model, ids, ref_s, speeds)]
+                out = [(a.float(), d) for a, d in forward_batch(self._module(), ids, ref_s, speeds)]
         return [Synthesis(a.numpy().astype(np.float32, copy=False), d.numpy().astype(np.int64))
                 for a, d in out]
 
