@@ -23,7 +23,8 @@ def _env_keys(text: str) -> set[str]:
     return set(re.findall(r"^([A-Z0-9_]+)=", text, re.M))
 
 
-COMPOSE_FILES = ("compose.yml", "compose.gpu.yml", "compose.publish.yml", "compose.proxy.yml")
+COMPOSE_FILES = ("compose.yml", "compose.gpu.yml", "compose.publish.yml", "compose.proxy.yml",
+                 "compose.wyoming.yml")
 
 
 def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
@@ -60,6 +61,7 @@ def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
             {"kokoro", "comfyui"},
         ),
         (["compose.yml", "compose.proxy.yml"], "", {"kokoro", "proxy"}),
+        (["compose.yml", "compose.publish.yml", "compose.wyoming.yml"], "", {"kokoro"}),
         (["compose.yml", "compose.proxy.yml"], "llm", {"kokoro", "llm", "proxy"}),
         (
             ["compose.yml", "compose.gpu.yml", "compose.proxy.yml"],
@@ -87,6 +89,11 @@ def test_compose_accepts_every_combination_the_kit_renders(tmp_path, files, prof
             assert all(p["host_ip"] == "127.0.0.1" for p in svc["ports"]), (name, svc["ports"])
         else:
             assert not svc.get("ports"), f"{name} is published beside the proxy: {svc['ports']}"
+        if name == "kokoro":
+            # Wyoming (no authentication): its own port, on loopback unless told otherwise
+            wyoming = [(p["host_ip"], p["published"]) for p in svc.get("ports", [])
+                       if p["target"] == 10200]
+            assert wyoming == ([("127.0.0.1", "10200")] if "compose.wyoming.yml" in files else [])
     internal = project["networks"]["default"].get("internal", False)
     assert internal == ("proxy" in services and not publish), project["networks"]
 
@@ -116,3 +123,17 @@ def test_every_setting_is_documented_and_rendered_by_the_role():
     assert (used | {"COMPOSE_FILE", "COMPOSE_PROFILES"}) - rendered == set(), (
         "compose reads settings roles/stack does not render"
     )
+
+
+def test_wyoming_beside_the_proxy_gets_its_own_network_and_the_services_stay_internal(tmp_path):
+    # Caddy carries HTTP only; an internal network publishes nothing, so Kokoro's Wyoming
+    # port needs a network of its own, and the services' network stays internal.
+    project = config(tmp_path, ["compose.yml", "compose.proxy.yml", "compose.wyoming.yml"], "llm")
+    kokoro = project["services"]["kokoro"]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in kokoro["ports"]] == [
+        ("127.0.0.1", "10200", 10200)]
+    assert set(kokoro["networks"]) == {"default", "wyoming"}
+    assert set(project["services"]["llm"]["networks"]) == {"default"}
+    assert project["networks"]["default"]["internal"] is True
+    assert not project["networks"]["wyoming"].get("internal", False)
+    assert kokoro["environment"]["KOKORO_WYOMING_PORT"] == "10200"

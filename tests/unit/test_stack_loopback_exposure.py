@@ -168,5 +168,43 @@ def test_the_role_decides_on_the_engine_it_reads_from_the_host(tmp_path, engine_
 def test_the_check_is_skipped_where_nothing_runs_without_authentication(tmp_path, settings):
     r = run_role(tmp_path, **settings)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert '"cmd": ["docker", "version"' not in r.stdout, "the engine was asked for nothing"
+    # the verdict's task did not run (it prints one of these when it does)
+    assert "Loopback without authentication is safe here" not in r.stdout
     assert "would listen without authentication" not in r.stdout
+
+
+def test_wyoming_on_loopback_is_checked_even_where_kokoro_has_keys(tmp_path):
+    # Wyoming has no authentication of its own: the keys do not cover its port.
+    r = run_role(tmp_path, stack_kokoro_api_keys=["a-key-of-sixteen-or-more"],
+                 stack_kokoro_wyoming_enabled=True)
+    if r.returncode:
+        assert "wyoming (127.0.0.1:10200)" in r.stdout, r.stdout
+    else:
+        assert "Loopback without authentication is safe here" in r.stdout, r.stdout
+
+
+RESTRICTED = [{"port": 10200, "sources": ["192.0.2.7"]}]
+
+
+@pytest.mark.parametrize("firewall, refused", [
+    ({}, "roles/firewall off"),
+    ({"firewall_enabled": True}, "port 10200 not limited to named sources"),
+    ({"firewall_enabled": True, "firewall_source_restricted_ports": RESTRICTED,
+      "firewall_allowed_tcp_ports": [443, 10200]}, "port 10200 not limited to named sources"),
+    ({"firewall_enabled": True,
+      "firewall_source_restricted_ports": [{**RESTRICTED[0], "proto": "udp"}]},
+     "port 10200 not limited to named sources"),
+    ({"firewall_enabled": True, "firewall_source_restricted_ports": RESTRICTED}, None),
+    ({"stack_allow_unauthenticated": True}, None),
+], ids=["no-firewall", "port-open", "also-allowed-to-all", "udp-only", "named-sources", "trusted"])
+def test_wyoming_beyond_loopback_only_to_the_sources_the_firewall_names(tmp_path, firewall,
+                                                                      refused):
+    r = run_role(tmp_path, stack_kokoro_api_keys=["a-key-of-sixteen-or-more"],
+                 stack_kokoro_wyoming_enabled=True, stack_kokoro_wyoming_bind_address="0.0.0.0",
+                 **firewall)
+    out = " ".join(r.stdout.split())
+    if refused:
+        assert r.returncode != 0 and refused in out, out[-2000:]
+        assert "firewall_source_restricted_ports" in out and "127.0.0.1" in out
+    else:
+        assert r.returncode == 0, out[-2000:]

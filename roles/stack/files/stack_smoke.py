@@ -11,7 +11,9 @@ https://localhost:<PROXY_PORT>/kokoro and /llm, and ComfyUI's own host name, ver
 against the proxy's CA (proxy-ca.crt beside .env, else the system's), each with its
 service's key; a call without a key must get 401. For Kokoro: /health is ready, one
 sentence comes back from /v1/audio/speech as 24 kHz WAV with real signal
-(a server that does not answer at all is also marked "unreachable"). --kokoro-url checks
+(a server that does not answer at all is also marked "unreachable"); with Wyoming
+(compose.wyoming.yml), `describe` lists af_heart and `synthesize` streams the sentence
+back as 24 kHz mono with real signal, as Home Assistant asks. --kokoro-url checks
 only the Kokoro server at that URL, with no .env read.
 For the LLM (profile llm): /health, then a chat completion that produces tokens. For
 ComfyUI (profile comfyui): /system_stats lists a device and /models/<folder> each model
@@ -139,14 +141,7 @@ def check_kokoro(url: str, key: str) -> dict:
         return {"ok": False, "error": f"/v1/audio/speech answered {status}: {body[:300]!r}"}
     with wave.open(io.BytesIO(body)) as w:
         rate, width, frames = w.getframerate(), w.getsampwidth(), w.readframes(w.getnframes())
-    samples = array.array("h", frames) if width == 2 else array.array("h")
-    seconds = len(samples) / max(rate, 1)
-    rms = math.sqrt(sum(s * s for s in samples) / max(len(samples), 1)) / 32768
-    problems = []
-    if rate != 24000:
-        problems.append(f"audio at {rate} Hz, Kokoro speaks at 24000")
-    if seconds < 0.5 or rms < 0.01:
-        problems.append(f"silent or empty audio ({seconds:.2f} s, RMS {rms:.4f})")
+    problems, seconds, rms = audio_findings(frames, rate, width)
     return {
         "ok": not problems,
         "error": "; ".join(problems) or None,
@@ -156,6 +151,65 @@ def check_kokoro(url: str, key: str) -> dict:
         "audio_seconds": round(seconds, 2),
         "rms": round(rms, 4),
     }
+
+
+def audio_findings(pcm: bytes, rate: int, width: int) -> tuple[list[str], float, float]:
+    """Problems with 16-bit mono PCM as Kokoro should speak it, its seconds and RMS."""
+    samples = array.array("h", pcm[: len(pcm) // 2 * 2]) if width == 2 else array.array("h")
+    seconds = len(samples) / max(rate, 1)
+    rms = math.sqrt(sum(s * s for s in samples) / max(len(samples), 1)) / 32768
+    problems = []
+    if rate != 24000:
+        problems.append(f"audio at {rate} Hz, Kokoro speaks at 24000")
+    if seconds < 0.5 or rms < 0.01:
+        problems.append(f"silent or empty audio ({seconds:.2f} s, RMS {rms:.4f})")
+    return problems, seconds, rms
+
+
+def wyoming_send(sock: socket.socket, kind: str, data: dict) -> None:
+    # Wyoming: one JSON header line per event; its data may ride inline.
+    sock.sendall(json.dumps({"type": kind, "data": data}).encode() + b"\n")
+
+
+def wyoming_events(stream):
+    """(type, data, payload) of each event the server sends, until it closes."""
+    while line := stream.readline():
+        header = json.loads(line)
+        data = dict(header.get("data") or {})
+        if header.get("data_length"):
+            data.update(json.loads(stream.read(header["data_length"])))
+        payload = stream.read(header["payload_length"]) if header.get("payload_length") else b""
+        yield header["type"], data, payload
+
+
+def check_wyoming(host: str, port: int, voice: str = "af_heart") -> dict:
+    """Home Assistant's way: `describe` lists the voice, `synthesize` streams it back as
+    audio-start, audio-chunk... and audio-stop, each on a connection of its own."""
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        wyoming_send(sock, "describe", {})
+        info = next((d for t, d, _ in wyoming_events(sock.makefile("rb")) if t == "info"), {})
+    voices = [v.get("name") for prog in info.get("tts", []) for v in prog.get("voices", [])]
+    if voice not in voices:
+        return {"ok": False, "error": f"describe lists {len(voices)} voices, not {voice}"}
+    fmt, pcm = {}, bytearray()
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        wyoming_send(sock, "synthesize", {"text": SENTENCE, "voice": {"name": voice}})
+        for kind, data, payload in wyoming_events(sock.makefile("rb")):
+            if kind == "error":
+                return {"ok": False, "error": f"synthesize answered an error: {data.get('text')}"}
+            if kind == "audio-start":
+                fmt = data
+            elif kind == "audio-chunk":
+                pcm += payload
+            elif kind == "audio-stop":
+                break
+    if not fmt:
+        return {"ok": False, "error": "synthesize sent no audio-start"}
+    problems, seconds, rms = audio_findings(bytes(pcm), fmt.get("rate", 0), fmt.get("width", 0))
+    if fmt.get("channels") != 1:
+        problems.append(f"{fmt.get('channels')} channels, not mono")
+    return {"ok": not problems, "error": "; ".join(problems) or None, "voices": len(voices),
+            "audio_seconds": round(seconds, 2), "rms": round(rms, 4)}
 
 
 def check_llm(url: str, alias: str, key: str = "") -> dict:
@@ -306,6 +360,10 @@ def main() -> None:
         }
         out["proxy_auth"] = check(check_refused_without_key, urls["kokoro"] + "/v1/audio/voices")
     out["kokoro"] = check(check_kokoro, urls["kokoro"], first_key("kokoro"))
+    if "compose.wyoming.yml" in env.get("COMPOSE_FILE", "").split(":"):
+        host = env.get("WYOMING_BIND_ADDRESS", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        out["wyoming"] = check(check_wyoming, host, int(env.get("WYOMING_PORT", "10200")))
     if "llm" in profiles:
         alias = env.get("LLM_MODEL_ALIAS", "")
         out["llm"] = check(check_llm, urls["llm"], alias, first_key("llm"))
