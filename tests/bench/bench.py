@@ -4,9 +4,11 @@
 
 Starts `kokoro-server` (onnx engine, the real int8 model) as a subprocess on loopback
 and measures, each beside a direct call of the same engine code in this process:
-  * real-time factor (synthesis wall time / audio seconds) on a fixed English text set;
+  * real-time factor (synthesis wall time / audio seconds) on a fixed English text set,
+    also beside the kokoro-onnx library (the engine a user would pick instead) run in its
+    own venv (library_baseline.py);
   * time to first audio in stream mode for a long paragraph (direct: G2P + synthesis
-    of the first sentence);
+    of the first sentence; kokoro-onnx: its create_stream's first chunk);
   * aggregate throughput (audio seconds per wall second) at 1, 4 and 16 clients
     (16 requests of a two-sentence text per level);
   * peak RSS of the server process (and of this process for the direct engine);
@@ -125,6 +127,41 @@ class Direct:
         return seconds
 
 
+class Library:
+    """kokoro-onnx (tests/bench/baseline-requirements.txt) in a venv of its own, with
+    onnxruntime at the server's version, serving library_baseline.py's requests."""
+
+    VENV = REPO / ".cache" / "bench" / "kokoro-onnx"
+
+    def __init__(self, model_dir: Path, pack):
+        import numpy as np
+
+        python = self.VENV / "bin" / "python"
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(self.VENV)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q",
+                            "-r", str(HERE / "baseline-requirements.txt"),
+                            f"onnxruntime=={metadata.version('onnxruntime')}"], check=True)
+        voices = self.VENV.parent / "voices.npz"
+        np.savez(voices, **{VOICE: np.asarray(pack, dtype=np.float32).reshape(-1, 1, 256)})
+        self.proc = subprocess.Popen(
+            [str(python), str(HERE / "library_baseline.py"),
+             str(model_dir / "kokoro/onnx/kokoro-v1.0.int8.onnx"), str(voices), VOICE],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.version = json.loads(self.proc.stdout.readline())["version"]
+
+    def timed(self, text: str, first_only: bool = False) -> tuple[float, float]:
+        """(wall seconds, audio seconds), the wall time measured in the worker."""
+        self.proc.stdin.write(json.dumps({"text": text, "first_only": first_only}) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        return answer["wall"], answer["audio_seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
 def start_server(model_dir: Path, port: int, workers: int,
                  max_queue: int = 64) -> subprocess.Popen:
     env = {**os.environ, "KOKORO_ENGINE": "onnx", "KOKORO_MODEL_DIR": str(model_dir),
@@ -207,33 +244,43 @@ def main() -> None:
                     "machine": machine(), "versions": versions(), "engine": "onnx int8",
                     "voice": VOICE, "server_workers": args.workers}
     direct = Direct(model_dir)
+    library = Library(model_dir, direct.pack)
+    result["versions"]["kokoro-onnx (baseline)"] = library.version
     port = free_port()
     server = start_server(model_dir, port, args.workers)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
     try:
-        for text in TEXT_SET.values():  # warm both paths
+        for text in TEXT_SET.values():  # warm every path
             direct.speak(text)
+            library.timed(text)
             post_pcm(client, text)
         rtf = {}
         for name, text in TEXT_SET.items():
-            d, s = [], []
-            for _ in range(args.repeats):  # interleave so load changes hit both alike
+            d, lib, s = [], [], []
+            for _ in range(args.repeats):  # interleave so load changes hit all alike
                 wall, secs = timed(direct.speak, text)
                 d.append(wall / secs)
+                wall, secs = library.timed(text)
+                lib.append(wall / secs)
                 wall, secs = timed(post_pcm, client, text)
                 s.append(wall / secs)
             rtf[name] = {"direct": statistics.median(d), "server": statistics.median(s),
-                         "ratio": statistics.median(s) / statistics.median(d)}
+                         "ratio": statistics.median(s) / statistics.median(d),
+                         "library": statistics.median(lib),
+                         "server_vs_library": statistics.median(s) / statistics.median(lib)}
         result["rtf"] = rtf
-        d_first, s_first = [], []
+        d_first, s_first, lib_first = [], [], []
         for _ in range(args.repeats):
             d_first.append(timed(direct.speak, LONG, True)[0])
+            lib_first.append(library.timed(LONG, True)[0])
             s_first.append(ttfa_stream(client, LONG))
         result["ttfa_stream_long_paragraph_s"] = {
             "direct_first_sentence": statistics.median(d_first),
             "server": statistics.median(s_first),
             "server_minus_direct_ms": 1000 * (statistics.median(s_first)
-                                              - statistics.median(d_first))}
+                                              - statistics.median(d_first)),
+            "library_first_chunk": statistics.median(lib_first)}
+        library.close()
         tput = {}
         local = threading.local()
 
@@ -319,6 +366,17 @@ def write(result: dict, out: Path) -> None:
         lines.append("Server RSS after N requests (MiB): " + ", ".join(
             f"{k}: {val:.0f}" for k, val in rss.items()) +
             f" (growth {result.get('rss_growth_50_to_last_pct', 0):+.1f} %)")
+    if "library" in next(iter(result["rtf"].values())):
+        lines += ["", "Beside the kokoro-onnx library (its own G2P and chunking, the same model "
+                  "file and onnxruntime), interleaved in the same run:", "",
+                  "| Measure | kokoro-onnx | Server | Server / kokoro-onnx |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, r in result["rtf"].items():
+            lines.append(f"| RTF, {name} | {r['library']:.3f} | {r['server']:.3f} | "
+                         f"{r['server_vs_library']:.3f} |")
+        lines.append(f"| Time to first audio, long paragraph (s) | "
+                     f"{t['library_first_chunk']:.3f} (create_stream) | {t['server']:.3f} | "
+                     f"{t['server'] / t['library_first_chunk']:.3f} |")
     (out / "kokoro-cpu-onnx.md").write_text("\n".join(lines) + "\n")
 
 
