@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import StartupError
 from ..settings import Settings
-from .base import Engine, Synthesis
+from .base import Engine, Synthesis, free_host_memory
 from .onnx_graph import with_durations_output
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class OnnxEngine(Engine):
         """Drop the session: its weights and memory arena (host or CUDA) go with it."""
         self.loaded = False
         self.session = None
+        free_host_memory()
 
     def infer(self, ids: list[int], style: np.ndarray, speed: float) -> Synthesis:
         tokens = np.array([[0, *ids, 0]], dtype=np.int64)

@@ -10,7 +10,6 @@ short inputs costs little more than one over a single input.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import sys
 import threading
@@ -20,7 +19,7 @@ import numpy as np
 
 from ..errors import StartupError
 from ..settings import Settings
-from .base import Engine, Synthesis
+from .base import Engine, Synthesis, free_host_memory
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ class TorchEngine(Engine):
         allocator would otherwise keep it reserved). The CUDA context stays."""
         self.loaded = False
         self.model = None
-        gc.collect()  # a reference cycle inside the module would hold its tensors
+        free_host_memory()  # a cycle inside the module would hold its tensors; the heap
         self.release_cache()
 
     def _module(self):
