@@ -304,3 +304,25 @@ def test_no_release_while_the_warm_up_uses_the_model():
             assert engine.loaded
     finally:
         scheduler.close()
+
+
+def test_the_torch_engine_frees_its_module_and_speaks_alike_once_loaded_again(torch_settings):
+    from kokoro_server.assets import verify
+    from kokoro_server.engines import load_engine
+    from kokoro_server.voices import VoiceStore
+
+    found = verify(torch_settings)
+    engine = load_engine(torch_settings, found)
+    pack, _ = VoiceStore.from_files({"af_heart": found.voices["af_heart"]}).resolve("af_heart")
+    phonemes = "ðə wˈɛðəɹ ɪz nˈIs tədˈA."
+    before = engine.synthesize_timed(phonemes, pack)
+    assert engine.releasable and engine.loaded
+    assert engine.unload_if_unused()
+    assert not engine.loaded and engine.model is None
+    with pytest.raises(RuntimeError, match="released"):
+        engine.synthesize(phonemes, pack)
+    engine.load()
+    after = engine.synthesize_timed(phonemes, pack)
+    # the same checkpoint again: the same durations, so the same length
+    assert np.array_equal(after.durations, before.durations)
+    assert len(after.audio) == len(before.audio) > 0
