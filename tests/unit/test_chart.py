@@ -415,11 +415,15 @@ def test_the_metrics_autoscaling_reads_are_the_servers():
 
 @pytest.mark.parametrize("combo", COMBOS)
 def test_only_the_ingress_controller_and_prometheus_get_in(combo):
+    """... to the HTTP port; Wyoming's port has its own rule (its named sources alone)."""
     docs = rendered(combo)
     (policy,) = of_kind(docs, "NetworkPolicy")
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress"]
-    sources = [f for rule in spec["ingress"] for f in rule["from"]]
+    http = [r for r in spec["ingress"] if r["ports"] == [{"port": "http", "protocol": "TCP"}]]
+    assert len(http) + bool(values(combo).get("kokoro", {}).get("wyoming", {}).get("enabled")) \
+        == len(spec["ingress"])
+    sources = [f for rule in http for f in rule["from"]]
     assert all(set(f) == {"namespaceSelector", "podSelector"} for f in sources)
     assert len(sources) == (2 if values(combo).get("monitoring", {}).get("enabled") else 1)
     (expr,) = spec["podSelector"]["matchExpressions"]
@@ -511,3 +515,31 @@ def test_prometheus_gets_a_named_keys_key_alone(tmp_path):
                  "Secret", "")
     assert secret["stringData"]["kokoro_metrics_key"] == "a" * 32
     assert secret["stringData"]["kokoro_api_keys"].split() == ["alice:" + "a" * 32]
+
+
+def test_wyoming_has_its_own_service_and_only_the_named_sources_reach_it():
+    docs = rendered("wyoming")
+    env = env_of(service_container(docs, "kokoro"))
+    assert (env["KOKORO_WYOMING_PORT"], env["KOKORO_WYOMING_UNAUTHENTICATED"]) == ("10200", "true")
+    service = one(docs, "Service", "-kokoro-wyoming")["spec"]
+    assert service["type"] == "LoadBalancer"
+    assert service["ports"] == [{"name": "wyoming", "port": 10200, "targetPort": "wyoming",
+                                 "protocol": "TCP"}]
+    rules = one(docs, "NetworkPolicy", "-services")["spec"]["ingress"]
+    [wyoming] = [r for r in rules if r["ports"] == [{"port": "wyoming", "protocol": "TCP"}]]
+    assert wyoming["from"] == [{"ipBlock": {"cidr": "192.168.1.20/32"}}]
+    # the HTTP port's rules admit no address block
+    assert all("ipBlock" not in f for r in rules if r is not wyoming for f in r["from"])
+
+
+@pytest.mark.parametrize("wyoming, words", [
+    ({"enabled": True}, "Wyoming has no authentication"),
+    ({"enabled": True, "allowedSources": ["192.168.1.20/32"]}, "set networkPolicy.enabled=true"),
+])
+def test_wyoming_open_to_anyone_is_refused_naming_the_fix(tmp_path, wyoming, words):
+    extra = tmp_path / "w.yaml"
+    extra.write_text(yaml.safe_dump({"networkPolicy": {"enabled": False},
+                                     "kokoro": {"wyoming": wyoming}}))
+    proc = run_helm("template", "kd", str(CHART), "-f", str(CHART / "ci" / "cpu-values.yaml"),
+                    "-f", str(extra))
+    assert proc.returncode != 0 and words in proc.stderr, proc.stderr
