@@ -26,6 +26,7 @@ from .settings import Settings, SettingsError
 from .text.g2p import Phonemizer, reduced_english_warning
 from .text_work import TextWork
 from .voices import VoiceStore
+from .wyoming_server import WyomingServer
 
 log = logging.getLogger("kokoro_server")
 
@@ -44,6 +45,7 @@ class AppState:
     ready: bool = False
     quotas: Quotas | None = None  # per API key (made from the settings when not given)
     named_keys: tuple[tuple[str, str], ...] = ()
+    wyoming: WyomingServer | None = None  # while KOKORO_WYOMING_PORT serves
 
     def __post_init__(self):
         self.named_keys = self.settings.named_keys()
@@ -219,7 +221,21 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             import anyio
 
             await anyio.to_thread.run_sync(load, state)
+        if settings.wyoming_port:
+            # on uvicorn's own loop: Wyoming's syntheses share the scheduler with HTTP's
+            wyoming = WyomingServer(state, max_event_bytes=max_body_bytes(settings))
+            try:
+                await wyoming.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen for Wyoming on {settings.wyoming_bind}:"
+                    f"{settings.wyoming_port}: {exc.strerror or exc}; free the port or set "
+                    "another KOKORO_WYOMING_PORT (0 turns Wyoming off)") from exc
+            state.wyoming = wyoming
         yield
+        if state.wyoming:
+            await state.wyoming.close()
+            state.wyoming = None
         if state.scheduler:
             state.scheduler.close()
         if state.text_work:

@@ -27,6 +27,15 @@ def _bool(raw: str) -> bool:
     raise SettingsError(f"expected a boolean, got {raw!r}")
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob the server has. Each field maps to KOKORO_<FIELD_NAME_UPPER>."""
@@ -68,6 +77,14 @@ class Settings:
     quota_requests_per_minute: int = 0
     quota_audio_seconds_per_day: int = 0  # seconds of audio produced per UTC day
     quota_overrides: str = ""  # name:rpm:seconds_per_day,... (per key, over the two above)
+    # Home Assistant's Wyoming protocol (wyoming_server.py), beside the HTTP API: the TCP
+    # port (0 = off; 10200 is the Wyoming convention for TTS) and its bind address (empty
+    # = KOKORO_HOST). Wyoming has no authentication, so a bind that is not loopback needs
+    # KOKORO_WYOMING_UNAUTHENTICATED=true: who reaches the port is then decided outside
+    # (a firewall, or which ports a container publishes)
+    wyoming_port: int = 0
+    wyoming_host: str = ""
+    wyoming_unauthenticated: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -145,6 +162,26 @@ class Settings:
                 f"binding to {self.host} (not loopback) needs API keys: set KOKORO_API_KEYS "
                 "(or KOKORO_API_KEYS_FILE), or set KOKORO_AUTH_DISABLED=true to serve "
                 "without authentication on purpose")
+        self._validate_wyoming()
+
+    def _validate_wyoming(self) -> None:
+        if not 0 <= self.wyoming_port <= 65535:
+            raise SettingsError(f"KOKORO_WYOMING_PORT must be a TCP port (1-65535), or 0 "
+                                f"to leave the Wyoming server off; got {self.wyoming_port}")
+        if not self.wyoming_port:
+            return
+        if self.wyoming_port == self.port:
+            raise SettingsError(
+                f"KOKORO_WYOMING_PORT ({self.wyoming_port}) is also KOKORO_PORT, the HTTP "
+                "API's; give Wyoming its own port (10200 is its convention for TTS)")
+        if not is_loopback(self.wyoming_bind) and not self.wyoming_unauthenticated:
+            raise SettingsError(
+                f"the Wyoming server would listen on {self.wyoming_bind}:{self.wyoming_port} "
+                "(not loopback), and the Wyoming protocol has no authentication: anyone who "
+                "reaches that port could synthesize, past KOKORO_API_KEYS and the quotas. "
+                "Set KOKORO_WYOMING_HOST=127.0.0.1 to keep it on this machine, or set "
+                "KOKORO_WYOMING_UNAUTHENTICATED=true to serve it unauthenticated on purpose "
+                "(a firewall, or the ports a container publishes, deciding who reaches it)")
 
     def named_keys(self) -> tuple[tuple[str, str], ...]:
         """(name, key) for each KOKORO_API_KEYS entry: `name:key`, or a plain key, whose
@@ -204,12 +241,12 @@ class Settings:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.host)
+
+    @property
+    def wyoming_bind(self) -> str:
+        """The address the Wyoming server listens on: KOKORO_WYOMING_HOST, else KOKORO_HOST."""
+        return self.wyoming_host or self.host
 
     @property
     def requires_auth(self) -> bool:

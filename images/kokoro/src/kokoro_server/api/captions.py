@@ -21,7 +21,7 @@ from ..schemas import CaptionedSpeechRequest
 from ..text.align import Captioner, TimedWord
 from ..text.subtitles import render
 from .deps import State, require_key_and_quota
-from .speech import admit_and_plan, prepare, spoken_pieces
+from .speech import admit_and_plan, caller, prepare, spoken_pieces
 from .streaming import STREAM_HEADERS, ClosingStreamingResponse
 
 router = APIRouter(dependencies=[Depends(require_key_and_quota)])
@@ -46,7 +46,7 @@ async def captioned_speech(body: CaptionedSpeechRequest, request: Request, st: S
 
     async def pieces():
         """(encoded bytes, words, chunk or None for the tail, chunk start)."""
-        async with aclosing(spoken_pieces(st, plan, req, body, request, release)) as it:
+        async with aclosing(spoken_pieces(st, plan, req, body, release, **caller(request))) as it:
             async for data, spoken in it:
                 if spoken is None:
                     yield data, [], None, captioner.offset

@@ -10,7 +10,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -105,14 +105,26 @@ async def admit_and_plan(req: Prepared, st) -> tuple[Callable[[], None], Plan]:
         raise
 
 
+def caller(request: Request) -> dict:
+    """What spoken_pieces needs to know of an HTTP caller: its key's name (for its
+    quota) and how to tell that it went away."""
+    return {"key": getattr(request.state, "kokoro_key", None),
+            "disconnected": request.is_disconnected}
+
+
 async def spoken_pieces(st, plan: Plan, req: Prepared, body: SpeechRequest,
-                        request: Request, release: Callable[[], None],
+                        release: Callable[[], None], key: str | None = None,
+                        disconnected: Callable[[], Awaitable[bool]] | None = None,
                         ) -> AsyncIterator[tuple[bytes, SpokenChunk | None]]:
     """(encoded bytes, the chunk they came from) in order, then (encoder tail, None);
-    records the request's metrics and releases its admission place however it ends."""
+    records the request's metrics and releases its admission place however it ends.
+
+    `key`: the API key's name whose quota the audio counts against (None: no key).
+    `disconnected`: asked after each chunk of a whole (not streamed) answer, which
+    sends nothing until the end; a streamed answer learns it when a send fails. HTTP
+    routes pass caller(request); the Wyoming server (wyoming_server.py) streams."""
     started = time.perf_counter()
     metrics = st.metrics
-    key = getattr(request.state, "kokoro_key", None)  # the key's name, for its quota
     encoder = Encoder(body.response_format, stream=body.stream)
     first = True
     try:
@@ -122,7 +134,7 @@ async def spoken_pieces(st, plan: Plan, req: Prepared, body: SpeechRequest,
                 first = False
             st.quotas.add_audio(key, spoken.seconds)
             yield encoder.feed(spoken.audio), spoken
-            if not body.stream and await request.is_disconnected():
+            if not body.stream and disconnected is not None and await disconnected():
                 raise asyncio.CancelledError("client disconnected")
         yield encoder.finish(), None
         metrics.latency.observe(time.perf_counter() - started)
@@ -141,7 +153,8 @@ async def create_speech(body: SpeechRequest, request: Request, st: State):
 
     async def audio_chunks():
         # aclosing: a client that goes away closes the pipeline now, not at GC
-        async with aclosing(spoken_pieces(st, plan, req, body, request, release)) as pieces:
+        pieces = spoken_pieces(st, plan, req, body, release, **caller(request))
+        async with aclosing(pieces):
             async for data, _ in pieces:
                 if data:
                     yield data
