@@ -78,6 +78,7 @@ def routes(env):
 
 
 def test_only_the_proxy_publishes_a_port(host, env):
+    """... and Kokoro its Wyoming port, where enabled: Caddy cannot carry Wyoming."""
     project = env.get("COMPOSE_PROJECT_NAME", "kokoro")
     ids = host.check_output("docker ps -q --filter label=com.docker.compose.project=%s", project)
     published = {}
@@ -89,6 +90,10 @@ def test_only_the_proxy_publishes_a_port(host, env):
         )
     want = f"{env.get('PROXY_BIND_ADDRESS', '0.0.0.0')}:{env.get('PROXY_PORT', '443')}"
     assert published.pop("proxy") == [want]
+    if "compose.wyoming.yml" in env.get("COMPOSE_FILE", "").split(":"):
+        address = env.get("WYOMING_BIND_ADDRESS", "127.0.0.1")
+        port = env.get("WYOMING_PORT", "10200")
+        assert published.pop("kokoro") == [f"{address}:{port}"]
     assert all(not p for p in published.values()), published
 
 

@@ -132,6 +132,14 @@ def test_ports_are_published_only_where_configured(env, containers):
             )
 
 
+def test_wyoming_speaks_as_home_assistant_asks(env, smoke):
+    if "compose.wyoming.yml" not in env.get("COMPOSE_FILE", "").split(":"):
+        pytest.skip("this host's stack runs without Wyoming (stack_kokoro_wyoming_enabled)")
+    result = smoke["wyoming"]
+    assert result["ok"], result
+    assert result["voices"] >= 1 and result["audio_seconds"] > 0.5 and result["rms"] > 0.01
+
+
 def test_kokoro_speaks(smoke):
     result = smoke["kokoro"]
     assert result["ok"], result
