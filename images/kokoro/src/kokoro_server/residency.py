@@ -150,8 +150,11 @@ class Residency:
             return
         took = time.perf_counter() - start
         self.metrics.model_reload_seconds.observe(took)
-        log.info("model loaded again in %.2f s (released for %.0f s)", took,
-                 self.clock() - self._released_at)
+        if self._released_at:
+            log.info("model loaded again in %.2f s (released %.0f s before)", took,
+                     self.clock() - self._released_at)
+        else:
+            log.info("model loaded again in %.2f s", took)
         with self.lock:
             self._loading = None
             self._last_used = self.clock()
