@@ -18,7 +18,9 @@ for var in WEBUI_SECRET_KEY OPENAI_API_KEY OPENAI_API_KEYS AUDIO_TTS_OPENAI_API_
   file=$(printenv "${var}_FILE" || true)
   [ -n "$file" ] || continue
   if [ -n "$(printenv "$var" || true)" ]; then
-    echo "webui: $var is set, so ${var}_FILE ($file) is not read" >&2
+    if [ -e "$file" ]; then
+      echo "webui: $var is set, so ${var}_FILE ($file) is not read" >&2
+    fi
     continue
   fi
   if [ ! -f "$file" ]; then
@@ -40,6 +42,16 @@ if [ -z "${WEBUI_SECRET_KEY:-}" ]; then
 fi
 if [ "${#WEBUI_SECRET_KEY}" -lt 32 ]; then
   fail "the secret key is ${#WEBUI_SECRET_KEY} characters long: use at least 32"
+fi
+
+# Open WebUI takes a 44-character key for a Fernet key as it is (OAuth session tokens,
+# OAUTH_SESSION_TOKEN_ENCRYPTION_KEY's default) and crashes at start-up on one that is
+# not; any other length it hashes into one.
+if [ "${#WEBUI_SECRET_KEY}" -eq 44 ] && [ -z "${OAUTH_SESSION_TOKEN_ENCRYPTION_KEY:-}" ] \
+   && ! python3 -c 'import os; from cryptography.fernet import Fernet; Fernet(os.environ["WEBUI_SECRET_KEY"])' 2>/dev/null; then
+  fail "the secret key is 44 characters long but not a Fernet key (url-safe base64 of" \
+       "32 bytes), which Open WebUI cannot start with: use another length, e.g." \
+       "\`openssl rand -hex 32\`"
 fi
 
 urls=${OPENAI_API_BASE_URLS:-${OPENAI_API_BASE_URL:-}}

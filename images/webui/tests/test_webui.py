@@ -55,7 +55,7 @@ LLM_IMAGES = ("kokoro-deploy/llm:cpu", "kokoro-deploy/llm:test-cpu")
 UID = "10005"
 KOKORO_KEY = "webui-test-kokoro-key"
 LLM_KEY = "webui-test-llm-key"
-SECRET = "webui-test-secret-0123456789abcdef0123456789"
+SECRET = "webui-test-secret-" + "0123456789abcdef" * 3  # 66 characters
 ADMIN_EMAIL = "admin@example.org"
 ADMIN_PASSWORD = "webui-test-Passw0rd"
 MODEL = "tiny-test"
@@ -203,6 +203,13 @@ def test_refuses_an_empty_secret_key_file(image, secrets_dir):
     out = run_refused(image, {**WIRED, "WEBUI_SECRET_KEY_FILE": "/run/secrets/empty"},
                       [f"{secrets_dir}:/run/secrets:ro"])
     assert "WEBUI_SECRET_KEY_FILE=/run/secrets/empty is empty" in out, out
+
+
+@pytest.mark.container
+def test_refuses_a_44_character_key_that_open_webui_would_crash_on(image):
+    # Open WebUI uses a 44-character key as a Fernet key as it is; this one is not one.
+    out = run_refused(image, {**WIRED, "WEBUI_SECRET_KEY": "x" * 43 + "!"})
+    assert "44 characters long but not a Fernet key" in out, out
 
 
 @pytest.mark.container
@@ -416,15 +423,16 @@ def test_chat_answer_is_read_aloud_by_kokoro_in_a_real_browser(stack, browser):
 
     # Pick the LLM's model in the model selector.
     dismiss_dialogs(driver)
-    wait_for(driver, "return document.getElementById('model-selector-0-button')",
-             "the model selector")
-    driver.execute_script("document.getElementById('model-selector-0-button').click()")
+    selector = ("document.querySelector('button[aria-haspopup=listbox]"
+                "[id^=model-selector-][id$=-button]')")
+    wait_for(driver, f"return {selector}", "the model selector")
+    driver.execute_script(f"{selector}.click()")
     option = wait_for(driver, "return document.querySelector("
                       "'[role=option][data-value=\"' + arguments[0] + '\"]')",
                       f"the model {MODEL} in the selector", 60, MODEL)
     driver.execute_script("arguments[0].click()", option)
-    wait_for(driver, "return document.getElementById('model-selector-0-button')"
-             ".textContent.includes(arguments[0])", f"{MODEL} selected", 30, MODEL)
+    wait_for(driver, f"return {selector}.textContent.includes(arguments[0])",
+             f"{MODEL} selected", 30, MODEL)
 
     # Send a message and wait for the finished answer (its toolbar appears when done).
     dismiss_dialogs(driver)
@@ -441,7 +449,10 @@ def test_chat_answer_is_read_aloud_by_kokoro_in_a_real_browser(stack, browser):
         "return c ? c.innerText : ''")
     assert answer.strip(), "the LLM's answer is empty"
 
-    # Read it aloud: Open WebUI asks its /api/v1/audio/speech, which asks Kokoro.
+    # Read it aloud: Open WebUI asks its /api/v1/audio/speech, which asks Kokoro. (The
+    # page's hundreds of scripts fill the default resource timing buffer of 250 entries.)
+    driver.execute_script("performance.clearResourceTimings();"
+                          "performance.setResourceTimingBufferSize(10000);")
     driver.execute_script("arguments[0].click()", speak)
     wait_for(driver, "const a = document.getElementById('audioElement');"
              "return a && a.src.startsWith('blob:') && !a.error"
@@ -453,7 +464,9 @@ def test_chat_answer_is_read_aloud_by_kokoro_in_a_real_browser(stack, browser):
     assert audio["error"] is None and audio["duration"] > 0, audio
     speech = driver.execute_script(
         "return performance.getEntriesByType('resource')"
-        ".filter(e => e.name.endsWith('/api/v1/audio/speech'))"
+        ".filter(e => new URL(e.name).pathname === '/api/v1/audio/speech')"
         ".map(e => [e.responseStatus, e.encodedBodySize]);")
-    assert speech and all(status == 200 for status, _ in speech), speech
+    assert speech and all(status == 200 and size > 0 for status, size in speech), (
+        speech, driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"))
     assert kokoro_speech_requests(kokoro) > before
