@@ -98,3 +98,44 @@ def test_all_54_stock_voices_speak_from_the_container(container):
         n, seconds = len(s["tokens"]), len(s["pcm"]) / 24000
         assert n / 25 < seconds < n / 8, (voice, n, seconds)
         assert np.sqrt(np.mean((s["pcm"] / 32768.0) ** 2)) > 0.01, voice
+
+
+def test_the_image_answers_home_assistants_wyoming_describe(image, model_dir):
+    """Wyoming is off in the image until asked for; asked for, it answers on 10200 (the
+    port published here), and a public bind without the explicit opt-out is refused."""
+    import asyncio
+
+    from containers import wait_until_healthy
+    from kokoro_testlib import free_port
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+    from wyoming.tts import Synthesize
+
+    wyoming = {"KOKORO_WYOMING_PORT": "10200", "KOKORO_API_KEYS": KEY}
+    env = [arg for k, v in wyoming.items() for arg in ("-e", f"{k}={v}")]
+    r = docker("run", "--rm", "-v", f"{model_dir}:/models:ro", *env, image, check=False)
+    assert r.returncode != 0 and "KOKORO_WYOMING_UNAUTHENTICATED=true" in r.stderr + r.stdout
+
+    port = free_port()
+    name = f"kokoro-test-wyoming-{port}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:10200",
+           "-v", f"{model_dir}:/models:ro", *env,
+           "-e", "KOKORO_WYOMING_UNAUTHENTICATED=true", image)
+
+    async def talk():
+        async with AsyncTcpClient("127.0.0.1", port) as c:
+            await c.write_event(Describe().event())
+            info = Info.from_event(await asyncio.wait_for(c.read_event(), 60))
+            await c.write_event(Synthesize(text="Hello from the container.").event())
+            types = []
+            while not types or types[-1] not in ("audio-stop", "error"):
+                types.append((await asyncio.wait_for(c.read_event(), 120)).type)
+            return info, types
+
+    try:
+        wait_until_healthy(name, timeout=240)
+        info, types = asyncio.run(talk())
+    finally:
+        docker("rm", "-f", name, check=False)
+    assert len(info.tts[0].voices) == 54
+    assert types[0] == "audio-start" and types[-1] == "audio-stop"

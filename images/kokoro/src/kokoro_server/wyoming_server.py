@@ -286,7 +286,7 @@ class Connection:
             with contextlib.suppress(ClientGone):
                 await self.write(Error(text=str(exc), code="invalid_event").event())
                 await self.linger()
-        except ClientGone:
+        except (ClientGone, ConnectionError):  # a reset, seen by a read or a write
             pass
 
     async def linger(self) -> None:
