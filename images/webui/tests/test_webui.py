@@ -60,6 +60,7 @@ ADMIN_EMAIL = "admin@example.org"
 ADMIN_PASSWORD = "webui-test-Passw0rd"
 MODEL = "tiny-test"
 VOICE = "af_heart"
+ANSWER = "Hello there, this is the tiny model speaking."
 
 
 def _unavailable(reason: str):
@@ -281,14 +282,18 @@ def stack(image, secrets_dir, model_cache, gguf_dir):
                "--network-alias", "kokoro", "-p", f"127.0.0.1:{kokoro_port}:8880",
                "-v", f"{model_cache}:/models:ro", "-e", f"KOKORO_API_KEYS={KOKORO_KEY}",
                "--health-interval", "2s", kokoro_image)
-        llm_env = {"LLAMA_ARG_MODEL": "/models/tiny-llama.gguf", "LLAMA_ARG_CTX_SIZE": "512",
+        llm_env = {"LLAMA_ARG_MODEL": "/models/tiny-llama.gguf", "LLAMA_ARG_CTX_SIZE": "2048",
                    "LLAMA_ARG_N_PARALLEL": "1", "LLAMA_ARG_THREADS": "1",
-                   "LLAMA_ARG_ALIAS": MODEL, "LLAMA_ARG_N_PREDICT": "24",
+                   "LLAMA_ARG_ALIAS": MODEL, "LLAMA_ARG_N_PREDICT": "64",
                    "LLAMA_API_KEY": LLM_KEY}
+        # The tiny model's own words are random bytes, control characters included,
+        # which Kokoro rightly refuses; a grammar (llama-server's own sampling) makes the
+        # real model say one speakable sentence instead.
         docker("run", "-d", "--name", names["llm"], "--network", net,
                "--network-alias", "llm", "-v", f"{gguf_dir}:/models:ro",
                "--health-interval", "2s",
-               *[f"--env={k}={v}" for k, v in llm_env.items()], llm_image)
+               *[f"--env={k}={v}" for k, v in llm_env.items()], llm_image,
+               "--grammar", f'root ::= "{ANSWER}"')
         webui_env = {
             "OPENAI_API_BASE_URL": "http://llm:8080/v1",
             "OPENAI_API_KEY": LLM_KEY,
@@ -447,7 +452,7 @@ def test_chat_answer_is_read_aloud_by_kokoro_in_a_real_browser(stack, browser):
     answer = driver.execute_script(
         "const c = [...document.querySelectorAll('.chat-assistant')].pop();"
         "return c ? c.innerText : ''")
-    assert answer.strip(), "the LLM's answer is empty"
+    assert ANSWER in answer, answer
 
     # Read it aloud: Open WebUI asks its /api/v1/audio/speech, which asks Kokoro. (The
     # page's hundreds of scripts fill the default resource timing buffer of 250 entries.)
