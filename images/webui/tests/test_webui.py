@@ -159,7 +159,10 @@ def image(tmp_path_factory):
         _unavailable(reason)
     ctx = build_context(tmp_path_factory.mktemp("webui-ctx"))
     start = time.monotonic()
+    # The test bed's label: the image a rebuild replaces (untagged) is pruned at its start
+    # (tests/testbed/lib.sh).
     r = docker("build", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE,
+               "--label", "org.kokoro-deploy.recipe=images/webui/tests",
                "-f", str(ctx / "images/webui/Dockerfile"), str(ctx), check=False)
     assert r.returncode == 0, f"docker build failed:\n{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
     print(f"docker build: {time.monotonic() - start:.0f} s")
