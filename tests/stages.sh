@@ -24,7 +24,7 @@ stage_unit() { pytest tests/unit --junitxml="$KOKORO_CI_RESULTS/unit.xml"; }
 stage_server() {
   images/kokoro/tests/spacy_model.sh || return
   bash tests/testbed/browser.sh || return  # Debian's chromium + chromedriver (web player)
-  pytest images/kokoro/tests images/llm/tests images/comfyui/tests images/proxy/tests \
+  pytest images/kokoro/tests images/llm/tests images/webui/tests images/comfyui/tests images/proxy/tests \
     --junitxml="$KOKORO_CI_RESULTS/server.xml"
 }
 # torch_runtime spends most of its time waiting on pip downloads, not on the CPU: when
