@@ -67,7 +67,8 @@ def load(state: AppState) -> None:
     warmed = state.phonemizer.warm()
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
                                 workers=s.workers, max_queue=s.max_queue,
-                                batch_tokens=s.batch_tokens)
+                                batch_tokens=s.batch_tokens,
+                                idle_unload_seconds=s.idle_unload_seconds)
     state.text_work = TextWork(threads=2, capacity=state.scheduler.capacity,
                                budget=s.text_budget)
     lang = state.voices.info[s.default_voice].lang_code

@@ -77,6 +77,9 @@ class Settings:
     quota_requests_per_minute: int = 0
     quota_audio_seconds_per_day: int = 0  # seconds of audio produced per UTC day
     quota_overrides: str = ""  # name:rpm:seconds_per_day,... (per key, over the two above)
+    # free the model after this long without speech requests; the next one reloads it
+    # (residency.py). 0 = never
+    idle_unload_seconds: float = 0.0
     # Home Assistant's Wyoming protocol (wyoming_server.py), beside the HTTP API: the TCP
     # port (0 = off; 10200 is the Wyoming convention for TTS) and its bind address (empty
     # = KOKORO_HOST). Wyoming has no authentication, so a bind that is not loopback needs
@@ -163,6 +166,10 @@ class Settings:
                 "(or KOKORO_API_KEYS_FILE), or set KOKORO_AUTH_DISABLED=true to serve "
                 "without authentication on purpose")
         self._validate_wyoming()
+        if not self.idle_unload_seconds >= 0:
+            raise SettingsError(
+                "KOKORO_IDLE_UNLOAD_SECONDS must be >= 0 (seconds without speech requests "
+                f"before the model is freed; 0: never), got {self.idle_unload_seconds:g}")
 
     def _validate_wyoming(self) -> None:
         if not 0 <= self.wyoming_port <= 65535:
