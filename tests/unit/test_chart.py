@@ -527,14 +527,14 @@ def test_wyoming_has_its_own_service_and_only_the_named_sources_reach_it():
                                  "protocol": "TCP"}]
     rules = one(docs, "NetworkPolicy", "-services")["spec"]["ingress"]
     [wyoming] = [r for r in rules if r["ports"] == [{"port": "wyoming", "protocol": "TCP"}]]
-    assert wyoming["from"] == [{"ipBlock": {"cidr": "192.168.1.20/32"}}]
+    assert wyoming["from"] == [{"ipBlock": {"cidr": "192.0.2.20/32"}}]
     # the HTTP port's rules admit no address block
     assert all("ipBlock" not in f for r in rules if r is not wyoming for f in r["from"])
 
 
 @pytest.mark.parametrize("wyoming, words", [
     ({"enabled": True}, "Wyoming has no authentication"),
-    ({"enabled": True, "allowedSources": ["192.168.1.20/32"]}, "set networkPolicy.enabled=true"),
+    ({"enabled": True, "allowedSources": ["192.0.2.20/32"]}, "set networkPolicy.enabled=true"),
 ])
 def test_wyoming_open_to_anyone_is_refused_naming_the_fix(tmp_path, wyoming, words):
     extra = tmp_path / "w.yaml"
