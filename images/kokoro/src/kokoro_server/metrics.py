@@ -14,7 +14,8 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("kokoro_requests_total", "Requests by route (HTTP paths; wyoming for the Wyoming server) and status",
+        self.requests = Counter("kokoro_requests_total",
+                                "Requests by route (HTTP paths; wyoming for Wyoming) and status",
                                 ["route", "status"], registry=r)
         self.audio_seconds = Counter("kokoro_audio_seconds_total",
                                      "Seconds of audio produced", registry=r)
