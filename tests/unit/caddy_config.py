@@ -71,6 +71,7 @@ def render(tmp_path: Path, **extra) -> subprocess.CompletedProcess:
         "stack_proxy_enabled": True,
         "stack_llm_enabled": True,
         "stack_comfyui_enabled": True,
+        "stack_webui_enabled": True,
         "__stack_api_keys": KEYS,
         **extra,
     }

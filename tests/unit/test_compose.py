@@ -41,6 +41,8 @@ def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "kokoro_api_keys").write_text("")
     (tmp_path / "secrets" / "llm_api_keys").write_text("")
+    for name in ("webui_secret_key", "webui_api_key", "webui_admin_password"):
+        (tmp_path / "secrets" / name).write_text("x" * 64)
     (tmp_path / "secrets" / "proxy").mkdir()
     return compose_config(tmp_path, drop_env=("COMPOSE_", "KOKORO_"))
 
@@ -68,6 +70,12 @@ def config(tmp_path: Path, files: list[str], profiles: str) -> dict:
             "llm,comfyui",
             {"kokoro", "llm", "comfyui", "proxy"},
         ),
+        (["compose.yml", "compose.publish.yml"], "llm,webui", {"kokoro", "llm", "webui"}),
+        (
+            ["compose.yml", "compose.gpu.yml", "compose.proxy.yml"],
+            "llm,comfyui,webui",
+            {"kokoro", "llm", "comfyui", "webui", "proxy"},
+        ),
     ],
 )
 def test_compose_accepts_every_combination_the_kit_renders(tmp_path, files, profiles, services):
@@ -77,7 +85,7 @@ def test_compose_accepts_every_combination_the_kit_renders(tmp_path, files, prof
     publish = "compose.publish.yml" in files
     for name, svc in project["services"].items():
         devices = svc.get("deploy", {}).get("resources", {}).get("reservations", {})
-        want_gpu = gpu and name != "proxy"
+        want_gpu = gpu and name not in ("proxy", "webui")
         assert bool(devices.get("devices")) == want_gpu, f"{name}: GPU device request {devices}"
         for mount in svc["volumes"]:
             if mount["type"] == "bind" and "/models" in mount["target"]:
@@ -89,6 +97,15 @@ def test_compose_accepts_every_combination_the_kit_renders(tmp_path, files, prof
             assert all(p["host_ip"] == "127.0.0.1" for p in svc["ports"]), (name, svc["ports"])
         else:
             assert not svc.get("ports"), f"{name} is published beside the proxy: {svc['ports']}"
+        if name == "webui":
+            # its data on a volume, its secrets as files; Kokoro and the LLM by service name
+            assert [m["target"] for m in svc["volumes"]] == ["/data"]
+            assert {m["source"] for m in svc["secrets"]} == {
+                "webui_secret_key", "webui_api_key", "webui_admin_password"}
+            assert svc["environment"]["OPENAI_API_BASE_URL"] == "http://llm:8080/v1"
+            assert svc["environment"]["AUDIO_TTS_OPENAI_API_BASE_URL"] == "http://kokoro:8880/v1"
+            if publish:
+                assert [p["published"] for p in svc["ports"]] == ["3000"]
         if name == "kokoro":
             # Wyoming (no authentication): its own port, on loopback unless told otherwise
             wyoming = [(p["host_ip"], p["published"]) for p in svc.get("ports", [])
@@ -111,6 +128,9 @@ def test_every_service_is_confined_checked_and_ordered_by_health():
     comfy = services["comfyui"]["depends_on"]
     assert comfy["kokoro"]["condition"] == comfy["llm"]["condition"] == "service_healthy"
     assert comfy["llm"]["required"] is False, "ComfyUI must also start without the LLM"
+    webui = services["webui"]["depends_on"]
+    assert webui["kokoro"]["condition"] == webui["llm"]["condition"] == "service_healthy"
+    assert webui["llm"].get("required", True), "Open WebUI is a chat with the LLM"
 
 
 def test_every_setting_is_documented_and_rendered_by_the_role():

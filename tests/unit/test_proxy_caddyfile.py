@@ -52,12 +52,14 @@ def test_every_proxied_route_has_its_body_limit(caddy, tmp_path):
         stack_proxy_kokoro_max_body_size="300KiB",
         stack_proxy_llm_max_body_size="2MiB",
         stack_proxy_comfyui_max_body_size="50MB",
+        stack_proxy_webui_max_body_size="20MB",
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert body_limits(adapt(caddy, tmp_path)) == {
         "kokoro:8880": 300 * 1024,
         "llm:8080": 2 * 1024 * 1024,
         "comfyui:8188": 50 * 1000 * 1000,
+        "webui:8080": 20 * 1000 * 1000,
     }
 
 
@@ -79,7 +81,7 @@ def test_a_declared_length_is_held_to_the_same_limit_caddy_counts(caddy, tmp_pat
     config = adapt(caddy, tmp_path)
     counted = {dial.split(":")[0]: size for dial, size in body_limits(config).items()}
     assert declared_length_limits(config) == counted
-    assert set(counted) == {"kokoro", "llm", "comfyui"}
+    assert set(counted) == {"kokoro", "llm", "comfyui", "webui"}
 
 
 def test_http1_bodies_flow_while_an_answer_goes_back(caddy, tmp_path):

@@ -328,3 +328,15 @@ def test_the_fleet_recipes_default_what_the_role_defaults():
 def test_every_recipe_names_the_image_the_stack_runs_for_it():
     assert set(VARS["__stack_recipe_images"]) == set(RECIPES)
     assert set(VARS["__stack_recipe_images"]) == set(VARS["__stack_image_context_root"])
+
+
+def test_the_webui_recipe_builds_the_manifests_open_webui_as_its_dockerfile_defaults_say():
+    pinned = MANIFEST["build_sources"]["open_webui"]
+    dockerfile = (REPO / "images/webui/Dockerfile").read_text()
+    defaults = dict(re.findall(r"^ARG (OPEN_WEBUI_\w+)=(\S+)$", dockerfile, re.M))
+    assert defaults == {"OPEN_WEBUI_VERSION": pinned["version"],
+                        "OPEN_WEBUI_SHA256": pinned["sha256"]}
+    assert pinned["file"] == f"open_webui-{pinned['version']}-py3-none-any.whl"
+    args = RECIPES["webui"]["args"]
+    assert "build_sources.open_webui.version" in args["OPEN_WEBUI_VERSION"]
+    assert "build_sources.open_webui.sha256" in args["OPEN_WEBUI_SHA256"]

@@ -142,3 +142,46 @@ def test_quota_overrides_render_as_the_server_reads_them(tmp_path):
                                          "bob": {"audio_seconds_per_day": 0}}})
     assert done.returncode == 0, done.stdout
     assert (tmp_path / "overrides").read_text() == "alice:120:600,bob:30:0"
+
+
+def secret(tmp_path: Path, name: str) -> str:
+    return (tmp_path / "project" / "secrets" / name).read_text().strip()
+
+
+def test_open_webui_gets_secrets_of_its_own_kept_and_a_key_the_services_accept(tmp_path):
+    first = run(tmp_path, stack_webui_enabled=True)
+    assert first.returncode == 0, first.stdout + first.stderr
+    key, signing = secret(tmp_path, "webui_api_key"), secret(tmp_path, "webui_secret_key")
+    # 64 hex characters: never 44, which Open WebUI would take for a Fernet key as it is
+    assert len(signing) == 64 and set(signing) <= set("0123456789abcdef")
+    assert len(key) == 43 and len(secret(tmp_path, "webui_admin_password")) == 24
+    for name in ("webui_api_key", "webui_secret_key", "webui_admin_password"):
+        st = (tmp_path / "project" / "secrets" / name).stat()
+        assert (st.st_mode & 0o777, st.st_uid) == (0o400, 10005), name
+    # In the services' key files (Kokoro counts it under its name), after their own keys.
+    assert keys(tmp_path, "kokoro")[-1] == f"webui:{key}" and len(keys(tmp_path, "kokoro")) == 2
+    assert keys(tmp_path, "llm")[-1] == key and len(keys(tmp_path, "llm")) == 2
+    again = run(tmp_path, stack_webui_enabled=True)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
+    kept = secret(tmp_path, "webui_api_key"), secret(tmp_path, "webui_secret_key")
+    assert kept == (key, signing)
+    assert not any(s in first.stdout + again.stdout for s in (key, signing))
+
+
+def test_open_webui_adds_no_key_to_a_service_that_has_none(tmp_path):
+    done = run(tmp_path, stack_webui_enabled=True, stack_proxy_enabled=False)
+    assert done.returncode == 0, done.stdout
+    assert keys(tmp_path, "kokoro") == [] and keys(tmp_path, "llm") == []
+    assert secret(tmp_path, "webui_api_key")
+
+
+def test_a_configured_admin_password_is_the_one_written(tmp_path):
+    done = run(tmp_path, stack_webui_enabled=True, stack_webui_admin_password="a-vaulted-pass-123")
+    assert done.returncode == 0, done.stdout
+    assert secret(tmp_path, "webui_admin_password") == "a-vaulted-pass-123"
+
+
+def test_a_kokoro_key_named_like_open_webuis_own_is_refused(tmp_path):
+    done = run(tmp_path, stack_webui_enabled=True, stack_kokoro_api_keys=["webui:" + "k" * 20])
+    assert done.returncode != 0
+    assert "The key name webui is Open WebUI's own" in done.stdout, done.stdout

@@ -17,7 +17,9 @@ back as 24 kHz mono with real signal, as Home Assistant asks. --kokoro-url check
 only the Kokoro server at that URL, with no .env read.
 For the LLM (profile llm): /health, then a chat completion that produces tokens. For
 ComfyUI (profile comfyui): /system_stats lists a device and /models/<folder> each model
-file of COMFYUI_MODEL_FILES. --vram adds what the VRAM
+file of COMFYUI_MODEL_FILES. For Open WebUI (profile webui, at its own host name behind
+the proxy): signs in as WEBUI_ADMIN_EMAIL (secrets/webui_admin_password), lists the LLM's
+model and has a sentence read aloud through Kokoro. --vram adds what the VRAM
 report needs: nvidia-smi's per-card and per-process memory and which compose service
 each GPU process belongs to. Standard library only: it runs on a bare host. Used by
 roles/stack (verify) and by tests/acceptance/stack and tests/acceptance/gpu, so all
@@ -270,6 +272,34 @@ def check_comfyui(url: str, key: str = "", model_files: list[str] | None = None)
     }
 
 
+def check_webui(url: str, email: str, password: str, alias: str) -> dict:
+    """Open WebUI as its admin uses it: sign in, see the LLM's model, and have a sentence
+    read aloud (Open WebUI asks Kokoro with its own key). Open WebUI keeps each spoken
+    text, so the sentence carries the time: every verify reaches Kokoro again."""
+    status, body = call(url + "/health")
+    if status != 200:
+        return {"ok": False, "error": f"/health answered {status}: {body[:200]!r}"}
+    if not email:
+        return {"ok": True, "error": None, "signed_in": False}
+    status, body = call(url + "/api/v1/auths/signin", {"email": email, "password": password})
+    if status != 200:
+        return {"ok": False, "error": f"signing in as {email} answered {status}: {body[:300]!r} "
+                "(the admin's password is used only while Open WebUI has no account)"}
+    token = json.loads(body)["token"]
+    status, body = call(url + "/api/models", key=token)
+    models = [m.get("id") for m in json.loads(body).get("data", [])] if status == 200 else []
+    if alias not in models:
+        return {"ok": False, "error": f"/api/models answered {status} without the LLM's {alias}: "
+                f"{body[:300]!r}"}
+    text = f"{SENTENCE} Checked at {time.strftime('%H:%M:%S')}."
+    status, audio = call(url + "/api/v1/audio/speech", {"input": text}, key=token)
+    if status != 200 or len(audio) < 1000:
+        return {"ok": False, "error": f"read-aloud answered {status} with {len(audio)} bytes: "
+                f"{audio[:300]!r}"}
+    return {"ok": True, "error": None, "signed_in": True, "models": models,
+            "audio_bytes": len(audio)}
+
+
 def run(argv: list[str]) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     return proc.stdout if proc.returncode == 0 else ""
@@ -345,6 +375,7 @@ def main() -> None:
         "kokoro": base_url(env, "KOKORO", "8880"),
         "llm": base_url(env, "LLM", "8080"),
         "comfyui": base_url(env, "COMFYUI", "8188"),
+        "webui": base_url(env, "WEBUI", "3000"),
     }
     out = {}
     if "compose.proxy.yml" in env.get("COMPOSE_FILE", "").split(":"):
@@ -357,6 +388,7 @@ def main() -> None:
             "kokoro": f"{front}/kokoro",
             "llm": f"{front}/llm",
             "comfyui": f"https://{env.get('PROXY_COMFYUI_SERVER_NAME', '')}:{port}",
+            "webui": f"https://{env.get('PROXY_WEBUI_SERVER_NAME', '')}:{port}",
         }
         out["proxy_auth"] = check(check_refused_without_key, urls["kokoro"] + "/v1/audio/voices")
     out["kokoro"] = check(check_kokoro, urls["kokoro"], first_key("kokoro"))
@@ -370,6 +402,12 @@ def main() -> None:
     if "comfyui" in profiles:
         files = [f for f in env.get("COMFYUI_MODEL_FILES", "").split(",") if f]
         out["comfyui"] = check(check_comfyui, urls["comfyui"], first_key("comfyui"), files)
+    if "webui" in profiles:
+        password = secrets / "webui_admin_password"
+        out["webui"] = check(
+            check_webui, urls["webui"], env.get("WEBUI_ADMIN_EMAIL", ""),
+            password.read_text().strip() if password.is_file() else "",
+            env.get("LLM_MODEL_ALIAS", ""))
     if args.vram:
         out["vram"] = vram_inputs(env.get("COMPOSE_PROJECT_NAME", "kokoro"))
     print(json.dumps(out))

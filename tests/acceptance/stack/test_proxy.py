@@ -193,6 +193,10 @@ def test_key_files_are_readable_only_by_their_service(host, keys):
 
 def test_no_key_leaks_into_logs_rendered_files_or_container_config(host, env, keys):
     every_key = [k for ks in keys.values() for k in ks]
+    for secret in ("webui_api_key", "webui_secret_key", "webui_admin_password"):
+        f = host.file(f"{PROJECT}/secrets/{secret}")
+        if f.exists:
+            every_key.append(host.check_output("cat %s", f.path).strip())
     rotated = Path(os.environ.get("KOKORO_ROTATED_KEY_FILE", "/nonexistent"))
     if rotated.is_file():
         every_key += rotated.read_text().split()

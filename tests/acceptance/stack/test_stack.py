@@ -17,7 +17,8 @@ import pytest
 PROJECT = os.environ.get("KOKORO_STACK_DIR", "/opt/kokoro-deploy/stack")
 SMOKE = (Path(__file__).resolve().parents[3] / "roles/stack/files/stack_smoke.py").read_text()
 # uid each image runs as (images/*/Dockerfile)
-SERVICE_UIDS = {"kokoro": "10001", "llm": "10002", "comfyui": "10003", "proxy": "10004"}
+SERVICE_UIDS = {"kokoro": "10001", "llm": "10002", "comfyui": "10003", "proxy": "10004",
+                "webui": "10005"}
 MODEL_MOUNTS = {
     "kokoro": "/models/kokoro",
     "llm": "/models",
@@ -151,6 +152,29 @@ def test_llm_answers_a_chat_completion(services, smoke):
         pytest.skip("the LLM service is not enabled on this host")
     assert smoke["llm"]["ok"], smoke["llm"]
     assert smoke["llm"]["completion_tokens"] > 0
+
+
+def test_open_webui_signs_its_admin_in_and_reads_aloud_through_kokoro(host, services, containers,
+                                                                     smoke):
+    """Open WebUI as its admin uses it (stack_smoke: sign in, the LLM's model listed, a
+    sentence read aloud), and Kokoro counted that speech under Open WebUI's own key."""
+    if "webui" not in services:
+        pytest.skip("Open WebUI is not enabled on this host")
+    result = smoke["webui"]
+    assert result["ok"] and result["signed_in"] and result["audio_bytes"] > 1000, result
+    # /metrics asks for a key where Kokoro has keys: Open WebUI's own, the file's last
+    # line, handed over on stdin so that it shows in no command line.
+    ask = ("import sys, urllib.request as u\n"
+           "key = sys.stdin.read().strip().rpartition(':')[2]\n"
+           "r = u.Request('http://127.0.0.1:8880/metrics',\n"
+           "              headers={'Authorization': 'Bearer ' + key})\n"
+           "print(u.urlopen(r).read().decode())")
+    metrics = host.check_output(
+        "tail -n1 %s/secrets/kokoro_api_keys | docker exec -i %s python3 -c %s",
+        PROJECT, containers["kokoro"]["Id"], ask)
+    counted = [line for line in metrics.splitlines()
+               if line.startswith("kokoro_key_requests_total") and 'key="webui"' in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) >= 1, counted
 
 
 def test_comfyui_reports_its_devices(services, smoke):
