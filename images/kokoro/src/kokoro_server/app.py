@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
@@ -16,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, assets
 from .api import captions, ops, phonemes, speech, voices, web
+from .audio_cache import AudioCache
 from .engines import load_engine
 from .engines.base import Engine
 from .errors import ApiError, StartupError
@@ -46,6 +49,8 @@ class AppState:
     quotas: Quotas | None = None  # per API key (made from the settings when not given)
     named_keys: tuple[tuple[str, str], ...] = ()
     wyoming: WyomingServer | None = None  # while KOKORO_WYOMING_PORT serves
+    audio_cache: AudioCache | None = None  # with KOKORO_AUDIO_CACHE_DIR
+    model_digest: str = ""  # the model file's manifest sha256: part of each cache key
 
     def __post_init__(self):
         self.named_keys = self.settings.named_keys()
@@ -60,6 +65,9 @@ def load(state: AppState) -> None:
     found = assets.verify(s)
     state.voices = VoiceStore.from_files(found.voices)
     state.engine = load_engine(s, found)
+    state.model_digest = assets.Manifest.load(s.manifest).artifacts[s.model_file].sha256
+    if s.audio_cache_dir and state.audio_cache is None:
+        state.audio_cache = open_audio_cache(s, state.metrics)
     state.phonemizer = Phonemizer(s.english_g2p)
     warning = reduced_english_warning(s.english_g2p, state.phonemizer.english)
     if warning:
@@ -82,6 +90,25 @@ def load(state: AppState) -> None:
     log.info("ready in %.1f s: engine=%s device=%s voices=%d english_g2p=%s cjk=%s",
              time.perf_counter() - t0, state.engine.name, state.engine.device,
              len(state.voices.ids()), state.phonemizer.english, ",".join(warmed) or "none")
+
+
+def open_audio_cache(s: Settings, metrics: Metrics) -> AudioCache:
+    """The cache in KOKORO_AUDIO_CACHE_DIR, made if missing; StartupError if unusable."""
+    folder = Path(s.audio_cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return AudioCache(folder, s.audio_cache_max_bytes, on_hit=metrics.cache_hits.inc,
+                          on_miss=metrics.cache_misses.inc,
+                          on_evict=metrics.cache_evictions.inc,
+                          on_size=metrics.cache_bytes.set)
+    except OSError as exc:
+        raise StartupError(
+            f"KOKORO_AUDIO_CACHE_DIR={folder} is not a writable folder: "
+            f"{exc.strerror or exc}; give the server's user a folder it can write (a "
+            "volume), or leave KOKORO_AUDIO_CACHE_DIR empty for no cache") from exc
 
 
 class RequestMetrics:

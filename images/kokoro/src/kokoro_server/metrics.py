@@ -74,6 +74,18 @@ class Metrics:
         self.model_reload_failures = Counter(
             "kokoro_model_reload_failures_total",
             "Loads after an idle release that failed (their requests got 503)", registry=r)
+        # the audio cache (audio_cache.py; KOKORO_AUDIO_CACHE_DIR)
+        self.cache_hits = Counter("kokoro_audio_cache_hits_total",
+                                  "Speech responses served from the audio cache", registry=r)
+        self.cache_misses = Counter("kokoro_audio_cache_misses_total",
+                                    "Speech requests the audio cache did not hold",
+                                    registry=r)
+        self.cache_bytes = Gauge("kokoro_audio_cache_bytes",
+                                 "Bytes the audio cache's entries take on disk", registry=r)
+        self.cache_evictions = Counter(
+            "kokoro_audio_cache_evictions_total",
+            "Entries removed, least recently used first, to stay within "
+            "KOKORO_AUDIO_CACHE_MAX_BYTES", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 SAMPLE_RATE = 24_000
 PRECISIONS = ("fp32", "bf16", "fp16")  # KOKORO_PRECISION; engines/torch_precision.py
+MIN_AUDIO_CACHE_BYTES = 65_536  # KOKORO_AUDIO_CACHE_MAX_BYTES: less holds no sentence
 # a key's name, in `name:key` entries of KOKORO_API_KEYS (a metric label, never secret)
 KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -88,6 +89,10 @@ class Settings:
     wyoming_port: int = 0
     wyoming_host: str = ""
     wyoming_unauthenticated: bool = False
+    # whole speech responses kept on disk (audio_cache.py): the folder (empty = off) and
+    # the most bytes its entries may take, least recently used out first
+    audio_cache_dir: str = ""
+    audio_cache_max_bytes: int = 1 << 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -166,6 +171,7 @@ class Settings:
                 "(or KOKORO_API_KEYS_FILE), or set KOKORO_AUTH_DISABLED=true to serve "
                 "without authentication on purpose")
         self._validate_wyoming()
+        self._validate_audio_cache()
         if not self.idle_unload_seconds >= 0:
             raise SettingsError(
                 "KOKORO_IDLE_UNLOAD_SECONDS must be >= 0 (seconds without speech requests "
@@ -189,6 +195,19 @@ class Settings:
                 "Set KOKORO_WYOMING_HOST=127.0.0.1 to keep it on this machine, or set "
                 "KOKORO_WYOMING_UNAUTHENTICATED=true to serve it unauthenticated on purpose "
                 "(a firewall, or the ports a container publishes, deciding who reaches it)")
+
+    def _validate_audio_cache(self) -> None:
+        if not self.audio_cache_dir:
+            return
+        if not Path(self.audio_cache_dir).is_absolute():
+            raise SettingsError(
+                f"KOKORO_AUDIO_CACHE_DIR must be an absolute path (a writable folder, e.g. "
+                f"/cache/audio), got {self.audio_cache_dir!r}; leave it empty for no cache")
+        if self.audio_cache_max_bytes < MIN_AUDIO_CACHE_BYTES:
+            raise SettingsError(
+                f"KOKORO_AUDIO_CACHE_MAX_BYTES must be at least {MIN_AUDIO_CACHE_BYTES} "
+                f"(bytes the cached audio may take on disk, e.g. 1073741824 for 1 GiB), got "
+                f"{self.audio_cache_max_bytes}; or unset KOKORO_AUDIO_CACHE_DIR for no cache")
 
     def named_keys(self) -> tuple[tuple[str, str], ...]:
         """(name, key) for each KOKORO_API_KEYS entry: `name:key`, or a plain key, whose

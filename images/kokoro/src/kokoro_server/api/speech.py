@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -18,10 +19,13 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from .. import __version__
 from ..audio.encode import MEDIA_TYPES, Encoder
+from ..audio_cache import MAGIC, Entry, make_key
 from ..errors import ApiError
 from ..scheduler import Plan, SpokenChunk
 from ..schemas import MODELS, SpeechRequest
+from ..settings import SAMPLE_RATE
 from ..text.clean import clean_input, has_speakable
 from ..text.g2p import normalize_lang
 from ..text.normalize import Span, normalize
@@ -145,26 +149,78 @@ async def spoken_pieces(st, plan: Plan, req: Prepared, body: SpeechRequest,
         release()
 
 
+def cache_key(st, req: Prepared, body: SpeechRequest) -> str:
+    """Every part that changes the bytes of a speech response (the server's version
+    stands for its encoders' settings and chunking)."""
+    s = st.settings
+    return make_key({
+        "layout": MAGIC.decode(), "server": __version__, "model": st.model_digest,
+        "engine": s.engine, "precision": s.precision, "rate": SAMPLE_RATE,
+        "voice": hashlib.sha256(req.pack.tobytes()).hexdigest(), "speed": body.speed,
+        "text": req.text, "phonemes": req.phonemes, "lang": req.lang,
+        "format": body.response_format, "stream": body.stream,
+        "stream_format": body.stream_format if body.stream else None})
+
+
+def look_up(st, req: Prepared, body: SpeechRequest):
+    """(the request's cache key, its entry or None): one trip off the event loop."""
+    key = cache_key(st, req, body)
+    return key, st.audio_cache.get(key)
+
+
+async def stored(pieces: AsyncIterator[bytes], st, key: str, media_type: str,
+                 seconds: list[float]) -> AsyncIterator[bytes]:
+    """Pass `pieces` through; once the last was sent (never after an error or a client
+    that left, whose GeneratorExit or CancelledError ends this at a yield), store them."""
+    kept: list[bytes] | None = []
+    size = 0
+    async with aclosing(pieces):
+        async for piece in pieces:
+            if kept is not None:
+                size += len(piece)
+                kept.append(piece)
+                if size > st.audio_cache.max_bytes:
+                    kept = None  # too big to keep: not held in memory either
+            yield piece
+    if kept is not None:
+        entry = Entry(b"".join(kept), media_type, sum(seconds))
+        await asyncio.to_thread(st.audio_cache.put, key, entry)
+
+
 @router.post("/v1/audio/speech")
 async def create_speech(body: SpeechRequest, request: Request, st: State):
     req = await prepare(body, st)
+    cache, key = st.audio_cache, None
+    if cache is not None:
+        key, hit = await asyncio.to_thread(look_up, st, req, body)
+        if hit is not None:
+            # no admission place: nothing is synthesized; the quota still counts the audio
+            st.quotas.add_audio(caller(request)["key"], hit.seconds)
+            return Response(hit.body, media_type=hit.media_type, headers={"X-Cache": "hit"})
     release, plan = await admit_and_plan(req, st)
     fmt = body.response_format
+    seconds: list[float] = []  # of each chunk spoken, for the cache entry
 
     async def audio_chunks():
         # aclosing: a client that goes away closes the pipeline now, not at GC
         pieces = spoken_pieces(st, plan, req, body, release, **caller(request))
         async with aclosing(pieces):
-            async for data, _ in pieces:
+            async for data, spoken in pieces:
+                if spoken is not None:
+                    seconds.append(spoken.seconds)
                 if data:
                     yield data
 
+    headers = {} if key is None else {"X-Cache": "miss"}
     if not body.stream:
         try:
             data = b"".join([piece async for piece in audio_chunks()])
         except asyncio.CancelledError:
             return Response(status_code=499)
-        return Response(data, media_type=MEDIA_TYPES[fmt])
+        if key is not None:
+            await asyncio.to_thread(cache.put, key, Entry(data, MEDIA_TYPES[fmt],
+                                                          sum(seconds)))
+        return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
 
     if body.stream_format == "sse":
         async def events():
@@ -175,7 +231,11 @@ async def create_speech(body: SpeechRequest, request: Request, st: State):
                     yield f"data: {json.dumps(event)}\n\n".encode()
             yield b'data: {"type": "speech.audio.done"}\n\n'
 
-        return ClosingStreamingResponse(events(), media_type="text/event-stream",
-                                        headers={"Cache-Control": "no-cache"})
-    return ClosingStreamingResponse(audio_chunks(), media_type=MEDIA_TYPES[fmt],
-                                    headers=STREAM_HEADERS)
+        content, media_type = events(), "text/event-stream"
+        headers["Cache-Control"] = "no-cache"
+    else:
+        content, media_type = audio_chunks(), MEDIA_TYPES[fmt]
+        headers.update(STREAM_HEADERS)
+    if key is not None:
+        content = stored(content, st, key, media_type, seconds)
+    return ClosingStreamingResponse(content, media_type=media_type, headers=headers)
