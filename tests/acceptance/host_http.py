@@ -2,17 +2,17 @@
 `python3 -c` with the standard library only, so nothing is installed on the host.
 
 requests(host, [request, ...]) sends each request in order and answers, in the same
-order, {"status", "bytes", "body"} or {"error"} (connection, TLS or timeout problems,
-named). A request is a dict: url; method (default GET, POST with a body); body (sent as
-JSON); key (Bearer); name (TLS server name and Host header); host (another Host
-header); ca (CA file to verify against; "" for the system's); full (the whole body,
-else its first 400 characters).
+order, {"status", "bytes", "sha256", "headers" (lower-case names), "body"} or {"error"}
+(connection, TLS or timeout problems, named). A request is a dict: url; method (default
+GET, POST with a body); body (sent as JSON); key (Bearer); name (TLS server name and Host
+header); host (another Host header); ca (CA file to verify against; "" for the
+system's); full (the whole body, else its first 400 characters).
 """
 
 import json
 
 CLIENT = r"""
-import http.client, json, socket, ssl, sys, urllib.parse
+import hashlib, http.client, json, socket, ssl, sys, urllib.parse
 out = []
 for r in json.loads(sys.argv[1]):
     u = urllib.parse.urlsplit(r["url"])
@@ -36,6 +36,8 @@ for r in json.loads(sys.argv[1]):
         data = resp.read()
         text = data.decode("utf-8", "replace")
         out.append({"status": resp.status, "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "headers": {k.lower(): v for k, v in resp.getheaders()},
                     "body": text if r.get("full") else text[:400]})
     except Exception as exc:
         out.append({"error": type(exc).__name__ + ": " + str(exc)})

@@ -14,6 +14,7 @@ Settings (environment), besides KOKORO_STACK_DIR:
 import json
 import os
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,21 @@ def test_a_body_over_the_routes_limit_is_refused_with_413(host, env, keys, chunk
     under = send(limit - 4096)
     assert under.get("status") == 413, under
     assert json.loads(under["body"])["error"]["code"] == "input_too_long", under
+
+
+def test_a_repeated_speech_request_is_answered_from_the_audio_cache(env, keys, fetch):
+    """stack_kokoro_audio_cache_enabled: the same request twice through the front door, the
+    second from Kokoro's cache: the same bytes, their true length, X-Cache saying so."""
+    if not env.get("KOKORO_AUDIO_CACHE_DIR"):
+        pytest.skip("this host's Kokoro runs without the audio cache")
+    # a text no earlier run asked for, so the first answer is made, not found
+    words = " ".join(secrets.choice(["amber", "cedar", "harbor", "meadow", "silver", "willow"])
+                     for _ in range(6))
+    speech = {"model": "kokoro", "input": f"Cache check: {words}.", "voice": "af_heart",
+              "response_format": "wav"}
+    ask = {"method": "POST", "path": "/v1/audio/speech", "body": speech, "key": keys["kokoro"][0]}
+    first, second = fetch([dict(ask), dict(ask)])
+    assert first["status"] == second["status"] == 200, (first, second)
+    assert (first["headers"]["x-cache"], second["headers"]["x-cache"]) == ("miss", "hit")
+    assert second["sha256"] == first["sha256"]
+    assert int(second["headers"]["content-length"]) == second["bytes"] == first["bytes"]
