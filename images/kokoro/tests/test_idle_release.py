@@ -9,6 +9,7 @@ counted), never which thread did it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -302,6 +303,52 @@ def test_no_release_while_the_warm_up_uses_the_model():
         assert value(scheduler.metrics, "kokoro_model_loaded") == 0
         with engine.in_use():  # a released model is loaded again for its user
             assert engine.loaded
+    finally:
+        scheduler.close()
+
+
+class SlowReleaseEngine(HeldEngine):
+    """Its release waits for `free` (a torch module and the CUDA cache take a while) and
+    notes whether a load ever overlapped it."""
+
+    def __init__(self):
+        super().__init__()
+        self.go.set()
+        self.unloading, self.free = threading.Event(), threading.Event()
+        self.loads, self.overlapped = 0, False
+
+    def load(self) -> None:
+        self.overlapped |= self.unloading.is_set() and not self.free.is_set()
+        self.loads += 1
+        self.loaded = True
+
+    def unload(self) -> None:
+        self.unloading.set()
+        assert self.free.wait(300), "the test never let the release end"
+        self.loaded = False
+
+
+def test_a_release_in_progress_holds_no_lock_and_a_request_then_waits_for_it_and_loads():
+    """The event loop admits under the residency lock: a slow release must not hold it.
+    A request admitted meanwhile waits for the release to end, then loads the model."""
+    clock = Clock()
+    engine = SlowReleaseEngine()
+    scheduler = Scheduler(engine, phonemizer=None, metrics=Metrics(), workers=1,
+                          max_queue=1, clock=clock, idle_unload_seconds=IDLE)
+    try:
+        clock.now += 10 * IDLE
+        with ThreadPoolExecutor(2) as pool:
+            releasing = pool.submit(scheduler.residency.release_if_idle)
+            assert engine.unloading.wait(300)
+            assert scheduler.residency.lock.acquire(timeout=60), "the release holds the lock"
+            scheduler.residency.lock.release()
+            loading = pool.submit(asyncio.run, scheduler.residency.ensure_loaded())
+            time.sleep(0.2)  # let the request reach its wait (the order is checked below)
+            engine.free.set()
+            assert releasing.result(300) is True
+            loading.result(300)
+        assert engine.loaded and engine.loads == 1 and not engine.overlapped
+        assert value(scheduler.metrics, "kokoro_model_releases_total") == 1
     finally:
         scheduler.close()
 

@@ -10,9 +10,11 @@ load, however many wait). A load that fails answers every request waiting for it
 503 model_unavailable, and the next request tries again.
 
 `lock` orders admissions against a release: the Scheduler admits under it, and a
-release happens under it only while no request is admitted, so a request is either
-admitted before the release (which then does not happen) or finds the model gone and
-loads it. Loads run on a thread of their own, never under the lock.
+release is decided under it only while no request is admitted, so a request is either
+admitted before the release (which then does not happen) or finds the release begun and
+waits for it to end, then loads the model. Neither the release itself (freeing a torch
+module and the CUDA cache can take a while) nor a load runs under the lock: the event
+loop admits under it and must never wait on either.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class Residency:
         self.lock = threading.Lock()
         self._busy = busy
         self._loading: Future | None = None  # the load in progress, if one is
+        self._releasing: Future | None = None  # the release in progress, if one is
         self._last_used = clock()
         self._released_at = 0.0
         self._stop = threading.Event()
@@ -94,14 +97,23 @@ class Residency:
         with self.lock:
             idle_for = self.clock() - self._last_used
             if (not self.engine.loaded or self._loading is not None
+                    or self._releasing is not None
                     or idle_for < self.idle_seconds or self._busy()):
                 return False
-            start = time.perf_counter()
-            if not self.engine.unload_if_unused():  # the warm-up still uses it
-                return False
-            took = time.perf_counter() - start
-            self.metrics.model_releases.inc()
-            self._released_at = self.clock()
+            releasing = self._releasing = Future()
+            releasing.set_running_or_notify_cancel()
+        start = time.perf_counter()
+        try:
+            released = self.engine.unload_if_unused()  # False: the warm-up still uses it
+        finally:
+            with self.lock:
+                self._releasing = None
+            releasing.set_result(None)
+        if not released:
+            return False
+        took = time.perf_counter() - start
+        self.metrics.model_releases.inc()
+        self._released_at = self.clock()
         log.info("model released after %.0f s without speech requests (took %.2f s); "
                  "the next request loads it again", idle_for, took)
         return True
@@ -110,18 +122,24 @@ class Residency:
         """Return once the model is loaded, loading it if it was released (one load for
         every request waiting); raise 503 model_unavailable if that load fails. Only for
         an admitted request: admission keeps the model from being released again."""
-        if self.engine.loaded:
-            return
-        with self.lock:
-            if self.engine.loaded:
+        while True:
+            if self._releasing is None and self.engine.loaded:
                 return
-            fut = self._loading
-            if fut is None:
-                fut = self._loading = Future()
-                # running from the start: a waiter that goes away cannot cancel it
-                fut.set_running_or_notify_cancel()
-                threading.Thread(target=self._load, args=(fut,), name="model-load",
-                                 daemon=True).start()
+            with self.lock:
+                releasing = self._releasing
+                if releasing is None:
+                    if self.engine.loaded:
+                        return
+                    fut = self._loading
+                    if fut is None:
+                        fut = self._loading = Future()
+                        # running from the start: a waiter that goes away cannot cancel it
+                        fut.set_running_or_notify_cancel()
+                        threading.Thread(target=self._load, args=(fut,), name="model-load",
+                                         daemon=True).start()
+                    break
+            # a release begun before this request was admitted: once it ends, load
+            await asyncio.wrap_future(releasing)
         try:
             await asyncio.wrap_future(fut)
         except Exception as exc:
