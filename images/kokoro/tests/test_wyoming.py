@@ -365,3 +365,86 @@ def test_wyoming_is_off_by_default_and_its_port_is_checked():
         Settings.from_env({"KOKORO_WYOMING_PORT": "70000"})
     with pytest.raises(SettingsError, match="KOKORO_WYOMING_PORT"):
         Settings.from_env({"KOKORO_WYOMING_PORT": "ten"})
+
+
+# ---- connection limits (KOKORO_WYOMING_MAX_CONNECTIONS, KOKORO_WYOMING_IDLE_SECONDS) ---
+
+
+def limited_server(onnx_settings, **limits):
+    settings = replace(onnx_settings, port=free_port(), wyoming_port=free_port(),
+                       api_keys=(), warmup=False, **limits)
+    return ServerThread(settings)
+
+
+@pytest.fixture(scope="module")
+def two_connections(onnx_settings):
+    with limited_server(onnx_settings, wyoming_max_connections=2,
+                        wyoming_idle_seconds=0.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def idle_one_second(onnx_settings):
+    with limited_server(onnx_settings, wyoming_max_connections=2,
+                        wyoming_idle_seconds=1.0) as server:
+        yield server
+
+
+async def described(c: AsyncTcpClient) -> bool:
+    await c.write_event(Describe().event())
+    return Info.is_type((await asyncio.wait_for(c.read_event(), READ_TIMEOUT)).type)
+
+
+def test_wyoming_connection_over_the_limit_gets_server_busy_and_is_closed(two_connections):
+    async def run():
+        async with client(two_connections) as a, client(two_connections) as b:
+            assert await described(a) and await described(b)
+            async with client(two_connections) as extra:
+                start = time.monotonic()
+                events = await read_until(extra, "never")
+                closed_in = time.monotonic() - start
+            err = error_of(events)
+            assert err.code == "server_busy" and "KOKORO_WYOMING_MAX_CONNECTIONS" in err.text
+            assert closed_in < 5
+            assert await described(a)  # the two served go on
+        end = time.monotonic() + 30  # their slots are given back as the server sees them go
+        while two_connections.state.wyoming._tasks and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        async with client(two_connections) as again:
+            assert await described(again)
+
+    asyncio.run(run())
+
+
+def test_wyoming_idle_connection_is_closed_and_frees_its_slot(idle_one_second):
+    async def run():
+        start = time.monotonic()
+        async with client(idle_one_second) as a, client(idle_one_second) as b:
+            assert await described(a)  # an event resets nothing lasting: idle from here
+            events_a = await read_until(a, "never")
+            events_b = await read_until(b, "never")
+        waited = time.monotonic() - start
+        for events in (events_a, events_b):
+            err = error_of(events)
+            assert err.code == "idle_timeout" and "KOKORO_WYOMING_IDLE_SECONDS" in err.text
+        assert 1.0 <= waited < 30
+        async with client(idle_one_second) as c:  # both slots free again
+            assert await described(c)
+            events = await read_until(c, "never")
+            assert error_of(events).code == "idle_timeout"
+
+    asyncio.run(run())
+
+
+def test_wyoming_idle_timeout_spares_a_connection_being_spoken_to(idle_one_second):
+    events = talk(idle_one_second, Synthesize(text=LONG[:250]).event())
+    assert events[-1].type == "audio-stop" and len(audio_of(events)) > 24000
+
+
+def test_settings_refuse_bad_wyoming_limits():
+    with pytest.raises(SettingsError, match="KOKORO_WYOMING_MAX_CONNECTIONS must be >= 1"):
+        Settings.from_env({"KOKORO_WYOMING_MAX_CONNECTIONS": "0"})
+    with pytest.raises(SettingsError, match="KOKORO_WYOMING_IDLE_SECONDS must be >= 0"):
+        Settings.from_env({"KOKORO_WYOMING_IDLE_SECONDS": "-1"})
+    s = Settings.from_env({})
+    assert (s.wyoming_max_connections, s.wyoming_idle_seconds) == (64, 120.0)

@@ -89,6 +89,10 @@ class Settings:
     wyoming_port: int = 0
     wyoming_host: str = ""
     wyoming_unauthenticated: bool = False
+    # Wyoming connections served at once (one more gets an error event and is closed),
+    # and seconds one may wait between its events before it is closed (0 = no limit)
+    wyoming_max_connections: int = 64
+    wyoming_idle_seconds: float = 120.0
     # whole speech responses kept on disk (audio_cache.py): the folder (empty = off) and
     # the most bytes its entries may take, least recently used out first
     audio_cache_dir: str = ""
@@ -178,6 +182,15 @@ class Settings:
                 f"before the model is freed; 0: never), got {self.idle_unload_seconds:g}")
 
     def _validate_wyoming(self) -> None:
+        if self.wyoming_max_connections < 1:
+            raise SettingsError(
+                "KOKORO_WYOMING_MAX_CONNECTIONS must be >= 1 (Wyoming clients connected at "
+                f"once), got {self.wyoming_max_connections}")
+        if not self.wyoming_idle_seconds >= 0:
+            raise SettingsError(
+                "KOKORO_WYOMING_IDLE_SECONDS must be >= 0 (seconds a Wyoming connection may "
+                f"send nothing before it is closed; 0: no limit), got "
+                f"{self.wyoming_idle_seconds:g}")
         if not 0 <= self.wyoming_port <= 65535:
             raise SettingsError(f"KOKORO_WYOMING_PORT must be a TCP port (1-65535), or 0 "
                                 f"to leave the Wyoming server off; got {self.wyoming_port}")

@@ -26,6 +26,12 @@ KOKORO_SEND_TIMEOUT loses its synthesis and its place at the next audio it is se
 Requests are counted in kokoro_requests_total{route="wyoming"} (one per synthesize, one
 per stream) with the status the HTTP API would have answered.
 
+At most KOKORO_WYOMING_MAX_CONNECTIONS connections are served at once: one more gets an
+error event (code `server_busy`) and is closed. A connection that sends nothing for
+KOKORO_WYOMING_IDLE_SECONDS while the server waits for its next event gets an error event
+(code `idle_timeout`) and is closed, freeing its slot; time spent answering it (speaking
+to it) does not count.
+
 There is no authentication in the protocol: no API key, so no per-key quota either.
 settings.py refuses a bind that is not loopback unless KOKORO_WYOMING_UNAUTHENTICATED.
 """
@@ -75,6 +81,10 @@ _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？]+[」』”�
 
 class ClientGone(Exception):
     """The client closed the connection or read nothing for KOKORO_SEND_TIMEOUT."""
+
+
+class Idle(Exception):
+    """The client sent no event for KOKORO_WYOMING_IDLE_SECONDS."""
 
 
 class ProtocolError(Exception):
@@ -174,12 +184,13 @@ class Connection:
     """One client's events, handled in order."""
 
     def __init__(self, st, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 max_event_bytes: int, send_timeout: float):
+                 max_event_bytes: int, send_timeout: float, idle_seconds: float = 0.0):
         self.st = st
         self.reader = reader
         self.writer = writer
         self.max_event_bytes = max_event_bytes
         self.send_timeout = send_timeout
+        self.idle_seconds = idle_seconds  # 0: wait for the next event for ever
         self.stream: SynthesizeStart | None = None  # an open synthesize-start
         self.buffer = ""  # streamed text not yet spoken
         self.streamed = 0  # characters streamed so far
@@ -194,10 +205,13 @@ class Connection:
         (by the largest speech body the HTTP API accepts), and an event that stops
         arriving part-way is given up after KOKORO_SEND_TIMEOUT."""
         try:
-            line = await self.reader.readline()  # an idle connection may wait for long
+            async with asyncio.timeout(self.idle_seconds or None):
+                line = await self.reader.readline()
         except ValueError:  # over the reader's limit
             raise ProtocolError(
                 f"an event header is over {self.max_event_bytes} bytes") from None
+        except TimeoutError:
+            raise Idle from None
         if not line:
             return None
         try:
@@ -286,6 +300,11 @@ class Connection:
             with contextlib.suppress(ClientGone):
                 await self.write(Error(text=str(exc), code="invalid_event").event())
                 await self.linger()
+        except Idle:
+            with contextlib.suppress(ClientGone):
+                await self.write(Error(
+                    text=f"no event for {self.idle_seconds:g} s (KOKORO_WYOMING_IDLE_SECONDS); "
+                    "connect again to send more", code="idle_timeout").event())
         except (ClientGone, ConnectionError):  # a reset, seen by a read or a write
             pass
 
@@ -440,13 +459,37 @@ class WyomingServer:
 
     async def _serve(self, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        s = self.st.settings
+        if len(self._tasks) >= s.wyoming_max_connections:
+            await self._refuse(reader, writer, s.wyoming_max_connections)
+            return
         task = asyncio.current_task()
         self._tasks.add(task)
         try:
             await Connection(self.st, reader, writer, self.max_event_bytes,
-                             self.st.settings.send_timeout).run()
+                             s.send_timeout, s.wyoming_idle_seconds).run()
         finally:
             self._tasks.discard(task)
+
+    @staticmethod
+    async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      limit: int) -> None:
+        """One error event, then close within a second. What the client sent is read and
+        dropped meanwhile: closing with it unread would reset the connection, and the
+        reset can destroy the error event before it is read."""
+        log.warning("wyoming: refused a connection, %d are open "
+                    "(KOKORO_WYOMING_MAX_CONNECTIONS)", limit)
+        error = Error(text=f"the server has {limit} Wyoming connections open, its limit "
+                      "(KOKORO_WYOMING_MAX_CONNECTIONS); try again shortly",
+                      code="server_busy")
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await async_write_event(error.event(), writer)
+                if writer.can_write_eof():
+                    writer.write_eof()
+                while await reader.read(65536):
+                    pass
+        writer.close()
 
     async def close(self) -> None:
         """Stop listening and end every connection (their syntheses stop and give their
