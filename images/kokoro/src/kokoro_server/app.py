@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import sys
@@ -50,7 +51,9 @@ class AppState:
     named_keys: tuple[tuple[str, str], ...] = ()
     wyoming: WyomingServer | None = None  # while KOKORO_WYOMING_PORT serves
     audio_cache: AudioCache | None = None  # with KOKORO_AUDIO_CACHE_DIR
-    model_digest: str = ""  # the model file's manifest sha256: part of each cache key
+    # the model file's manifest sha256 and this package's code: part of each cache key,
+    # so an upgrade that changes chunking or encoding never serves the old bytes
+    cache_salt: str = ""
 
     def __post_init__(self):
         self.named_keys = self.settings.named_keys()
@@ -65,8 +68,9 @@ def load(state: AppState) -> None:
     found = assets.verify(s)
     state.voices = VoiceStore.from_files(found.voices)
     state.engine = load_engine(s, found)
-    state.model_digest = assets.Manifest.load(s.manifest).artifacts[s.model_file].sha256
     if s.audio_cache_dir and state.audio_cache is None:
+        model = assets.Manifest.load(s.manifest).artifacts[s.model_file].sha256
+        state.cache_salt = hashlib.sha256((model + code_digest()).encode()).hexdigest()
         state.audio_cache = open_audio_cache(s, state.metrics)
     state.phonemizer = Phonemizer(s.english_g2p)
     warning = reduced_english_warning(s.english_g2p, state.phonemizer.english)
@@ -90,6 +94,15 @@ def load(state: AppState) -> None:
     log.info("ready in %.1f s: engine=%s device=%s voices=%d english_g2p=%s cjk=%s",
              time.perf_counter() - t0, state.engine.name, state.engine.device,
              len(state.voices.ids()), state.phonemizer.english, ",".join(warmed) or "none")
+
+
+def code_digest() -> str:
+    """sha256 over this package's Python files (about 50, read once at start)."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def open_audio_cache(s: Settings, metrics: Metrics) -> AudioCache:

@@ -19,7 +19,6 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from .. import __version__
 from ..audio.encode import MEDIA_TYPES, Encoder
 from ..audio_cache import MAGIC, Entry, make_key
 from ..errors import ApiError
@@ -150,11 +149,11 @@ async def spoken_pieces(st, plan: Plan, req: Prepared, body: SpeechRequest,
 
 
 def cache_key(st, req: Prepared, body: SpeechRequest) -> str:
-    """Every part that changes the bytes of a speech response (the server's version
-    stands for its encoders' settings and chunking)."""
+    """Every part that changes the bytes of a speech response (the salt stands for the
+    model file and the code: chunking, encoders' settings)."""
     s = st.settings
     return make_key({
-        "layout": MAGIC.decode(), "server": __version__, "model": st.model_digest,
+        "layout": MAGIC.decode(), "salt": st.cache_salt,
         "engine": s.engine, "precision": s.precision, "rate": SAMPLE_RATE,
         "voice": hashlib.sha256(req.pack.tobytes()).hexdigest(), "speed": body.speed,
         "text": req.text, "phonemes": req.phonemes, "lang": req.lang,
