@@ -37,8 +37,9 @@ molecule: testbed  ## Every Molecule scenario (or SCENARIOS="a b").
 test: venv  ## Everything CI runs: test bed, lint, unit tests, server tests, Molecule.
 	bash tests/stages.sh testbed lint unit server molecule
 
-bench: testbed  ## Server benchmark; results go to docs/benchmarks/.
+bench: testbed  ## Server benchmarks (speed, the audio cache); results go to docs/benchmarks/.
 	python tests/bench/bench.py
+	python tests/bench/cache_bench.py
 
 soak: testbed  ## 30 minutes of mixed and hostile traffic (MINUTES=n); results go to docs/benchmarks/.
 	python tests/bench/soak.py --minutes $(or $(MINUTES),30)
