@@ -28,15 +28,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio.stitch import prepare_chunk
+from .audio.stitch import stitch_chunk
 from .engine_workers import EngineWorkers
-from .engines.base import Engine
+from .engines.base import FRAME_SAMPLES, Engine
 from .errors import ApiError
 from .metrics import Metrics
 from .residency import Residency
 from .text.align import phoneme_words
 from .text.chunking import Chunk, chunk_text
 from .text.g2p import Phonemizer
+
+
+def _start_pad(durations: np.ndarray | None) -> int | None:
+    return None if durations is None else int(durations[0]) * FRAME_SAMPLES
+
+
+def _fit_durations(durations: np.ndarray | None, samples: int) -> np.ndarray | None:
+    """The durations with frames taken off the end (pad first, each word token keeping
+    one) until they fit `samples`: the captions' last word then ends within the chunk
+    whose trailing silence was cut, which may reach into its last sound's frames (the
+    model stretches them past where the sound fades)."""
+    if durations is None:
+        return None
+    out = np.asarray(durations, dtype=np.int64).copy()
+    excess = int(out.sum()) - samples // FRAME_SAMPLES
+    for k in range(len(out) - 1, -1, -1):
+        if excess <= 0:
+            break
+        take = min(excess, out[k] - (0 if k in (0, len(out) - 1) else 1))
+        out[k] -= take
+        excess -= take
+    return out
 
 
 @dataclass
@@ -48,10 +70,11 @@ class Plan:
 @dataclass
 class SpokenChunk:
     chunk: Chunk
-    audio: np.ndarray  # stitched (faded, with leading gap unless first)
-    raw_seconds: float
+    audio: np.ndarray  # stitched (silent edges cut to the join's pause, faded)
+    raw_seconds: float  # of the model's audio from its start to where it was cut
     durations: np.ndarray | None = None  # frames per model token, pads included
-    lead_seconds: float = 0.0  # the gap put before the model's audio
+    # where the model's audio starts in `audio` (negative: its leading silence was cut)
+    lead_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -199,6 +222,7 @@ class Scheduler:
                 if not pending:
                     break
                 chunk, fut = pending[0]
+                last = exhausted and len(pending) == 1
                 result, took = await asyncio.wrap_future(fut)
                 pending.pop(0)
                 rate = self.engine.sample_rate
@@ -207,11 +231,13 @@ class Scheduler:
                 self.metrics.audio_seconds.inc(seconds)
                 if seconds > 0:
                     self.metrics.rtf.observe(took / seconds)
-                audio = prepare_chunk(result.audio, first=chunk.index == 0)
+                audio, head = stitch_chunk(result.audio, _start_pad(result.durations),
+                                           chunk.text, chunk.index == 0, last, speed, rate)
                 # the response pulls the next chunk only once it has sent this one
                 self._last_progress = self.clock()
-                yield SpokenChunk(chunk, audio, seconds, result.durations,
-                                  (len(audio) - len(result.audio)) / rate)
+                yield SpokenChunk(chunk, audio, (len(audio) + head) / rate,
+                                  _fit_durations(result.durations, len(audio) + head),
+                                  -head / rate)
         finally:
             # On cancellation: jobs not yet started are dropped (and leave the queue
             # count); one already running finishes on its worker and is discarded.
