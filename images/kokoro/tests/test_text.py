@@ -5,9 +5,13 @@ import pytest
 from kokoro_server.errors import ApiError
 from kokoro_server.text.chunking import (
     FIRST_CHARS,
+    GROWTH,
+    HEAD_MIN_WORDS,
+    HEAD_PHONEMES,
     MAX_TOKENS,
     PRESPLIT_CHARS,
     chunk_text,
+    lead_in,
     presplit,
     split_sentences,
 )
@@ -153,3 +157,46 @@ def test_english_without_spacys_model_is_announced_at_start(requested, mode, war
     assert (warning is not None) == warned
     if warned:
         assert "en_core_web_sm" in warning and "KOKORO_ENGLISH_G2P=lite" in warning
+
+
+@pytest.mark.parametrize("sentence, head", [
+    ("The old lighthouse stood at the edge of the cliff, its paint peeling.",
+     "The old lighthouse stood"),  # before an unstressed word ("at")
+    ("In part one, the old river was quiet in the morning air today.", "In part one,"),
+])
+def test_the_first_sentence_starts_with_a_short_head_at_a_phrase_boundary(
+        g2p, sentence, head):
+    chunks = list(chunk_text(sentence, lambda t: g2p.align(t, "a")))
+    assert chunks[0].text == head
+    assert " ".join(c.text for c in chunks) == sentence
+    for i, chunk in enumerate(chunks):
+        assert len(chunk.text.split()) >= HEAD_MIN_WORDS
+        assert [w.text for w in chunk.words if w.text.isalpha()] == \
+            [w.strip(",.") for w in chunk.text.split()]
+        if i:  # each at most doubles what came before
+            assert len(chunk.phonemes) <= GROWTH * sum(len(c.phonemes) for c in chunks[:i])
+
+
+@pytest.mark.parametrize("sentence", [
+    "Short start.", "Hello there, my friend.", "Captions follow the voice closely.",
+    # no phrase boundary in the head: a number read aloud is not cut inside
+    "It costs one thousand two hundred thirty four dollars and fifty six cents today."])
+def test_a_short_first_sentence_is_not_cut(g2p, sentence):
+    assert lead_in(g2p(sentence, "a")) == []
+
+
+def test_chunks_grow_from_a_short_head_to_the_target(g2p):
+    text = " ".join(["The keeper climbed the spiral stairs to light the lamp, and "
+                     "ships passing in the night relied on its steady beam."] * 8)
+    chunks = list(chunk_text(text, lambda t: g2p(t, "a")))
+    assert len(chunks[0].phonemes) <= HEAD_PHONEMES
+    assert len(chunks[0].text.split()) >= HEAD_MIN_WORDS
+    for i, chunk in enumerate(chunks[1:], 1):
+        before = sum(len(c.phonemes) for c in chunks[:i])
+        # a piece is a clause of the first sentence or a whole sentence: it may pass
+        # the budget alone, never with another piece merged in
+        assert len(chunk.phonemes) <= max(GROWTH * before, 120), i
+    assert max(len(c.phonemes) for c in chunks) > 200  # later chunks reach the target
+    assert " ".join(c.text for c in chunks) == text
+    plain = list(chunk_text(text, lambda t: g2p(t, "a"), short_first=False))
+    assert plain[0].text == split_sentences(text)[0]
