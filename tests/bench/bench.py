@@ -8,7 +8,8 @@ and measures, each beside a direct call of the same engine code in this process:
     also beside the kokoro-onnx library (the engine a user would pick instead) run in its
     own venv (library_baseline.py);
   * time to first audio in stream mode for a long paragraph (direct: G2P + synthesis
-    of the first sentence; kokoro-onnx: its create_stream's first chunk);
+    of the first chunk; kokoro-onnx: its create_stream's first chunk), and the server's
+    time to the last byte;
   * aggregate throughput (audio seconds per wall second) at 1, 4 and 16 clients
     (16 requests of a two-sentence text per level);
   * peak RSS of the server process (and of this process for the direct engine);
@@ -114,16 +115,21 @@ class Direct:
 
     def speak(self, text: str, first_only: bool = False) -> float:
         """Synthesize like the server does; return audio seconds."""
-        from kokoro_server.audio.stitch import prepare_chunk
+        from kokoro_server.audio.stitch import stitch_chunk
+        from kokoro_server.engines.base import FRAME_SAMPLES
         from kokoro_server.text.chunking import chunk_text
 
         seconds = 0.0
-        for chunk in chunk_text(text, lambda t: self.g2p(t, "a")):
-            audio = prepare_chunk(self.engine.synthesize(chunk.phonemes, self.pack),
-                                  first=chunk.index == 0)
+        chunks = chunk_text(text, lambda t: self.g2p(t, "a"))
+        chunk = next(chunks)
+        while chunk is not None:
+            out = self.engine.synthesize_timed(chunk.phonemes, self.pack)
+            following = None if first_only else next(chunks, None)
+            pad = None if out.durations is None else int(out.durations[0]) * FRAME_SAMPLES
+            audio, _ = stitch_chunk(out.audio, pad, chunk.text, chunk.index == 0,
+                                    following is None)
             seconds += len(audio) / 24000
-            if first_only:
-                break
+            chunk = following
         return seconds
 
 
@@ -191,7 +197,8 @@ def post_pcm(client: httpx.Client, text: str) -> float:
     return len(r.content) / 2 / 24000
 
 
-def ttfa_stream(client: httpx.Client, text: str) -> float:
+def ttfa_stream(client: httpx.Client, text: str) -> tuple[float, float]:
+    """Seconds to the first audio byte and to the last."""
     start = time.perf_counter()
     with client.stream("POST", "/v1/audio/speech",
                        json={"input": text, "voice": VOICE, "response_format": "pcm",
@@ -203,7 +210,7 @@ def ttfa_stream(client: httpx.Client, text: str) -> float:
                 break
         for _ in pieces:  # drain: the next measurement starts on an idle server
             pass
-    return first
+    return first, time.perf_counter() - start
 
 
 def timed(fn, *args) -> tuple[float, float]:
@@ -269,14 +276,17 @@ def main() -> None:
                          "library": statistics.median(lib),
                          "server_vs_library": statistics.median(s) / statistics.median(lib)}
         result["rtf"] = rtf
-        d_first, s_first, lib_first = [], [], []
+        d_first, s_first, s_total, lib_first = [], [], [], []
         for _ in range(args.repeats):
             d_first.append(timed(direct.speak, LONG, True)[0])
             lib_first.append(library.timed(LONG, True)[0])
-            s_first.append(ttfa_stream(client, LONG))
+            first, total = ttfa_stream(client, LONG)
+            s_first.append(first)
+            s_total.append(total)
         result["ttfa_stream_long_paragraph_s"] = {
-            "direct_first_sentence": statistics.median(d_first),
+            "direct_first_chunk": statistics.median(d_first),
             "server": statistics.median(s_first),
+            "server_total": statistics.median(s_total),
             "server_minus_direct_ms": 1000 * (statistics.median(s_first)
                                               - statistics.median(d_first)),
             "library_first_chunk": statistics.median(lib_first)}
@@ -352,8 +362,10 @@ def write(result: dict, out: Path) -> None:
         lines.append(f"| RTF, {name} | {r['direct']:.3f} | {r['server']:.3f} | {r['ratio']:.3f} |")
     t = result["ttfa_stream_long_paragraph_s"]
     lines.append(f"| Time to first audio, stream, long paragraph (s) | "
-                 f"{t['direct_first_sentence']:.3f} (first sentence) | {t['server']:.3f} | "
+                 f"{t['direct_first_chunk']:.3f} (first chunk) | {t['server']:.3f} | "
                  f"+{t['server_minus_direct_ms']:.0f} ms |")
+    lines.append(f"| Time to last audio, stream, long paragraph (s) | | "
+                 f"{t['server_total']:.3f} | |")
     for n, r in result["throughput_audio_s_per_s"].items():
         lines.append(f"| Throughput, {n} clients (audio s / s) | {r['direct']:.2f} | "
                      f"{r['server']:.2f} | {r['ratio']:.3f} |")
