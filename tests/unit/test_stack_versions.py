@@ -169,6 +169,13 @@ def test_another_version_is_refused_naming_both_unless_allowed(host):
     assert record["run"]["replaced"].startswith("kokoro-deploy/kokoro:cpu-3")
 
 
+def test_a_service_turned_on_is_no_version_change(host):
+    assert run(host, ["version", "version_record"], "cpu-3").returncode == 0
+    # the LLM joins (its image, its model settings): what Kokoro runs is unchanged
+    more = run(host, ["version"], "cpu-3", stack_llm_enabled=True)
+    assert more.returncode == 0, more.stdout
+
+
 def test_slots_keep_two_versions_and_a_return_leaves_no_previous(host):
     allow = {"stack_allow_version_change": True}
     assert run(host, ["version", "version_record", "last_good"], "cpu-2", **allow).returncode == 0
