@@ -467,7 +467,7 @@ REFUSED = [
     ([], "apiKeys: Kokoro listens on its pod's address and refuses to start without keys"),
     (keyed("--set", "kokoro.precision=fp64"), "at '/kokoro/precision': value must be one of"),
     (keyed("--set", "kokoro.workerz=2"), "additional properties 'workerz' not allowed"),
-    (keyed("--set", "kokoro.workers=0"), "at '/kokoro/workers'"),
+    (keyed("--set", "kokoro.workers=-1"), "at '/kokoro/workers'"),
     (["--set-json", 'apiKeys={"kokoro":["short"]}'], "at '/apiKeys/kokoro/0'"),
     (keyed("--set", "modelCache.source=bundle"), "at '/modelCache/source'"),
     (keyed("--set", "modelCache.source=mirror"),

@@ -13,11 +13,12 @@ import pytest
 
 CHECK = Path(__file__).resolve().parents[1] / "molecule" / "fleet" / "files" / "check_roll.py"
 HOSTS = ["fleet-a", "fleet-b", "fleet-c"]
+GATES = ["--broken", "fleet-b", "--gateway", "fleet-gw"]
 
 
 def v(n: int, host: str = "") -> str:
     tag = "cpu-3-broken" if (n, host) == (3, "fleet-b") else f"cpu-{n}"
-    return f"kokoro-deploy/kokoro:{tag}, models /opt/kokoro-deploy/models-{n}, settings 0123456789ab"
+    return f"kokoro-deploy/kokoro:{tag}, models /opt/kokoro-deploy/models-{n}, settings 0123abcd"
 
 
 def report(host: str, outcome: str, t0: float, version: str, **extra) -> dict:
@@ -44,7 +45,8 @@ def good_runs() -> dict:
     for name, outcomes in rolls.items():
         reps = {}
         for h, (outcome, version) in outcomes.items():
-            extra = {"check": "health (docker compose up --wait)"} if outcome == "rolled_back" else {}
+            failed = outcome == "rolled_back"
+            extra = {"check": "health (docker compose up --wait)"} if failed else {}
             reps[h] = report(h, outcome, t, version, **extra)
             t += 20
         out = "PLAY RECAP"
@@ -66,7 +68,7 @@ def good_runs() -> dict:
     runs["rollback-2"] = (
         {"rc": 2, "seconds": 9.0},
         {},
-        "fatal: [fleet-a]: FAILED! => {\"msg\": \"fleet-a: no previous known-good version in x\"}",
+        'fatal: [fleet-a]: FAILED! => {"msg": "fleet-a: no previous known-good version in x"}',
     )
     runs["site"] = (
         {"rc": 2, "seconds": 20.0},
@@ -102,8 +104,7 @@ def write(tmp_path: Path, runs: dict, polls: dict | None = None) -> Path:
 
 def judge(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(CHECK), str(path), "--hosts", *HOSTS]
-        + ["--broken", "fleet-b", "--gateway", "fleet-gw"],
+        [sys.executable, str(CHECK), str(path), "--hosts", *HOSTS, *GATES],
         capture_output=True,
         text=True,
         check=False,
@@ -126,7 +127,8 @@ def _second_rollback_passed(runs):
 
 def _second_rollback_drained(runs):
     run, reps, out = runs["rollback-2"]
-    runs["rollback-2"] = (run, reps, out + "\nTASK [Take the host out of service at the fleet gateways.]")
+    drained = "\nTASK [Take the host out of service at the fleet gateways.]"
+    runs["rollback-2"] = (run, reps, out + drained)
 
 
 def _site_converged(runs):
@@ -139,7 +141,7 @@ def _site_named_one_version(runs):
 
 
 def _roll_3_failed(runs):
-    run, reps, out = runs["roll-3"]
+    _run, reps, out = runs["roll-3"]
     reps["fleet-c"]["outcome"] = "rolled_back"
     runs["roll-3"] = ({"rc": 2, "seconds": 60.0}, reps, out)
 

@@ -60,7 +60,7 @@ def make_scheduler(idle_server):
         state.scheduler.close()
         extra = {"clock": clock} if clock else {}
         scheduler = Scheduler(state.engine, state.phonemizer, Metrics(),
-                              workers=state.settings.workers,
+                              workers=state.scheduler.workers,
                               max_queue=state.settings.max_queue,
                               idle_unload_seconds=idle, **extra)
         scheduler.set_probe(*idle_server.probe)
@@ -74,7 +74,7 @@ def make_scheduler(idle_server):
     if not state.engine.loaded:  # the next test starts with the model in memory
         state.engine.load()
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
-                                workers=state.settings.workers,
+                                workers=state.scheduler.workers,
                                 max_queue=state.settings.max_queue)
     state.scheduler.set_probe(*idle_server.probe)
 

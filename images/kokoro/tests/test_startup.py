@@ -32,7 +32,10 @@ def test_api_keys_never_appear_in_the_settings_repr():
 
 @pytest.mark.parametrize("env,match", [({"KOKORO_ENGINE": "tf"}, "KOKORO_ENGINE"),
                                        ({"KOKORO_DEVICE": "gpu"}, "KOKORO_DEVICE"),
-                                       ({"KOKORO_WORKERS": "0"}, "KOKORO_WORKERS"),
+                                       ({"KOKORO_WORKERS": "-1"}, "KOKORO_WORKERS"),
+                                       ({"KOKORO_ONNX_THREADS": "-2"}, "KOKORO_ONNX_THREADS"),
+                                       ({"KOKORO_MAX_INPUT_CHARS": "0"},
+                                        "KOKORO_MAX_INPUT_CHARS"),
                                        ({"KOKORO_BATCH_SIZE": "-1"}, "KOKORO_BATCH_SIZE"),
                                        ({"KOKORO_BATCH_TOKENS": "-5"}, "KOKORO_BATCH_TOKENS"),
                                        ({"KOKORO_PORT": "http"}, "KOKORO_PORT"),

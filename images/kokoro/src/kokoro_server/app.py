@@ -78,7 +78,8 @@ def load(state: AppState) -> None:
         log.warning(warning)
     warmed = state.phonemizer.warm()
     state.scheduler = Scheduler(state.engine, state.phonemizer, state.metrics,
-                                workers=s.workers, max_queue=s.max_queue,
+                                workers=s.engine_workers(state.engine.device),
+                                max_queue=s.max_queue,
                                 batch_tokens=s.batch_tokens,
                                 idle_unload_seconds=s.idle_unload_seconds)
     state.text_work = TextWork(threads=2, capacity=state.scheduler.capacity,

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .cpu_budget import cpu_workers, usable_cores
+
 SAMPLE_RATE = 24_000
 PRECISIONS = ("fp32", "bf16", "fp16")  # KOKORO_PRECISION; engines/torch_precision.py
 MIN_AUDIO_CACHE_BYTES = 65_536  # KOKORO_AUDIO_CACHE_MAX_BYTES: less holds no sentence
@@ -65,11 +67,13 @@ class Settings:
     stall_timeout: float = 120.0
     # seconds one request's text may take to read (clean, normalise, blend) -> 422 after
     text_budget: float = 10.0
-    workers: int = 1  # engine calls in flight at once (threads; CUDA streams on GPU)
+    # engine calls in flight at once (threads; CUDA streams on GPU); 0 = from the device
+    # and the cores (cpu_budget.py: one per 4 cores on the CPU, one on a GPU)
+    workers: int = 0
     batch_size: int = 0  # inputs per forward pass; 0 = 16 for torch on CUDA, else 1
     batch_tokens: int = 512  # padded tokens per pass (inputs x longest): bounds its VRAM
     precision: str = "fp32"  # fp32 | bf16 | fp16 (torch engine: autocast, see torch_precision)
-    onnx_threads: int = 0  # 0 = onnxruntime's default (all cores)
+    onnx_threads: int = 0  # in all, split between workers; 0 = the cores this process may use
     warmup: bool = True
     english_g2p: str = "auto"  # auto | full (needs en_core_web_sm) | lite
     normalize: bool = True  # English text normalisation (numbers, money, ...) by default
@@ -144,9 +148,13 @@ class Settings:
                 f"KOKORO_PRECISION={self.precision} applies to the torch engine only; the onnx "
                 "engine runs its model file as it is (unset KOKORO_PRECISION, or use "
                 "KOKORO_ENGINE=torch)")
-        for name in ("max_input_chars", "workers"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"KOKORO_{name.upper()} must be >= 1")
+        if self.max_input_chars < 1:
+            raise SettingsError("KOKORO_MAX_INPUT_CHARS must be >= 1")
+        if self.workers < 0:
+            raise SettingsError("KOKORO_WORKERS must be >= 0 (0 picks by device and cores)")
+        if self.onnx_threads < 0:
+            raise SettingsError("KOKORO_ONNX_THREADS must be >= 0 (0: the cores this process "
+                                "may use)")
         if self.english_g2p not in ("auto", "full", "lite"):
             raise SettingsError("KOKORO_ENGLISH_G2P must be auto, full or lite")
         if self.batch_tokens < 0:
@@ -277,6 +285,13 @@ class Settings:
                 "counted per API key, and no keys are set: set KOKORO_API_KEYS (or "
                 "KOKORO_API_KEYS_FILE), or unset the quotas")
         return limits
+
+    def engine_workers(self, device: str) -> int:
+        """KOKORO_WORKERS, or when 0 one per CORES_PER_WORKER usable cores on the CPU and
+        one on a GPU (cpu_budget.py)."""
+        if self.workers:
+            return self.workers
+        return cpu_workers(usable_cores()) if device == "cpu" else 1
 
     @property
     def is_loopback(self) -> bool:

@@ -6,11 +6,11 @@ output at load time (see onnx_graph), so captions come from the same run as the 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..cpu_budget import threads_per_worker, usable_cores
 from ..errors import StartupError
 from ..settings import Settings
 from .base import Engine, Synthesis, free_host_memory
@@ -39,14 +39,15 @@ class OnnxEngine(Engine):
         self._providers = (["CUDAExecutionProvider"] if use_cuda else []) + [
             "CPUExecutionProvider"]
         self._opts = ort.SessionOptions()
-        threads = settings.onnx_threads or (os.cpu_count() or 1)
-        self._opts.intra_op_num_threads = max(1, threads // max(1, settings.workers))
+        self.device = "cuda" if use_cuda else "cpu"
+        self._opts.intra_op_num_threads = threads_per_worker(
+            usable_cores(), settings.engine_workers(self.device), settings.onnx_threads)
         self._opts.inter_op_num_threads = 1
         self._model_path = Path(model_path)
         self.session = None
-        self.device = "cuda" if use_cuda else "cpu"
         self.load()
-        log.info("onnx engine on %s (%s)", self.device, ", ".join(self._providers))
+        log.info("onnx engine on %s (%s), %d intra-op threads per worker", self.device,
+                 ", ".join(self._providers), self._opts.intra_op_num_threads)
 
     def load(self) -> None:
         """Read the export, expose its durations and open a session (at start and
