@@ -181,3 +181,70 @@ def test_a_failed_request_on_another_host_during_the_rollback_is_named(tmp_path)
     done = judge(write(tmp_path, runs, polls))
     assert done.returncode == 1
     assert "fleet-c failed a request outside its own update" in done.stdout, done.stdout
+
+
+def test_retries_on_connections_closed_unanswered_are_bounded_by_the_reloads(tmp_path):
+    runs = good_runs()
+    polls = {
+        h: [{"t": 990.0 + 2 * i, "ok": True, "kind": "speech", "ms": 900.0} for i in range(130)]
+        for h in [*HOSTS, "fleet-gw"]
+    }
+    polls["fleet-gw"][10]["retried"] = 1
+    done = judge(write(tmp_path, runs, polls))
+    assert done.returncode == 0, done.stdout
+    assert "fleet-gw: 1 requests retried" in done.stdout
+    # More than one a reload (2 per host update or rollback: 22 here) is the gateway's fault.
+    for r in polls["fleet-gw"][5:30]:
+        r["retried"] = 1
+    (tmp_path / "again").mkdir()
+    done = judge(write(tmp_path / "again", runs, polls))
+    assert done.returncode == 1
+    assert "connections closed unanswered in 22 reloads" in done.stdout, done.stdout
+
+
+def _poller():
+    import importlib.util
+
+    path = CHECK.parent / "fleet_poller.py"
+    spec = importlib.util.spec_from_file_location("fleet_poller", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _server(answers: list[bool]):
+    """A loopback HTTP server: for each connection in turn, answer /health (True) or
+    close the connection unanswered (False)."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+
+    def run():
+        for answer in answers:
+            conn, _ = sock.accept()
+            with conn:
+                conn.recv(65536)
+                if answer:
+                    body = b'{"status": "ok"}'
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                    )
+        sock.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_the_client_retries_a_connection_closed_unanswered_once_and_says_so():
+    poller = _poller()
+    line = poller.one("health", _server([False, True]), 5.0)
+    assert (line["ok"], line["retried"], line["status"]) == (True, 1, 200)
+    line = poller.one("health", _server([False, False]), 5.0)
+    assert (line["ok"], line["retried"]) == (False, 0)
+    assert line["error"].startswith("RemoteDisconnected")
+    line = poller.one("health", _server([True]), 5.0)
+    assert (line["ok"], line["retried"]) == (True, 0)

@@ -254,6 +254,16 @@ def check_gateway(gateway: str, reqs: list[dict], windows: list, reports: dict) 
     else:
         problems.append(f"{gateway}: its client sent no request during the rolls")
     problems += [f"{gateway} failed a request during the rolls: {r}" for r in failed[:5]]
+    # A connection closed unanswered is retried once by the client (fleet_poller.py); the
+    # gateway reloads its config at each drain and undrain, and may drop at most one
+    # connection a reload that way.
+    retried = [r for r in during if r.get("retried")]
+    reloads = 2 * len(windows)
+    print(f"{gateway}: {len(retried)} requests retried on a connection closed unanswered "
+          f"({reloads} reloads)")
+    if len(retried) > reloads:
+        problems.append(f"{gateway}: {len(retried)} connections closed unanswered in "
+                        f"{reloads} reloads: {retried[:3]}")
     return problems
 
 

@@ -6,15 +6,21 @@ for a short sentence of speech (spaced out so that the clients do not starve two
 cores), and appends one JSON line per request to --out:
 
     {"t": <epoch at send>, "kind": "health"|"speech", "ok": bool, "status": <http status>,
-     "ms": <latency>, "error": <text or null>}
+     "ms": <latency>, "error": <text or null>, "retried": <0 or 1>}
 
-A request counts as ok only when it is answered 200 (speech: a WAV body). It runs until
-SIGTERM (systemctl stop). Standard library only: it runs on a bare host.
+A request counts as ok only when it is answered 200 (speech: a WAV body). A connection
+the server closes before any answer (http.client.RemoteDisconnected: the request was
+never answered) is retried once on a new one, as HTTP clients do; the line says so, and
+files/check_roll.py bounds how often it may happen. The fleet gateway drains a host by
+reloading Caddy's config, and a connection accepted just as the old config stops can be
+closed that way (seen once in 1,526 requests). It runs until SIGTERM (systemctl stop).
+Standard library only: it runs on a bare host.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import signal
 import ssl
@@ -33,27 +39,33 @@ def stop(*_args: object) -> None:
     running = False
 
 
-def call(url: str, body: dict | None, timeout: float) -> tuple[int, bytes]:
+def call(url: str, body: dict | None, timeout: float) -> tuple[int, bytes, int]:
+    """(status, body, retries): one retry when the connection closed unanswered."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    for retried in (0, 1):
+        req = urllib.request.Request(url, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+                return resp.status, resp.read(), retried
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), retried
+        except http.client.RemoteDisconnected:
+            if retried:
+                raise
+    raise AssertionError("unreachable")
 
 
 def one(kind: str, url: str, timeout: float) -> dict:
     """One request; ok only when answered 200 with the expected body."""
     t = time.time()
     start = time.monotonic()
-    status, error = None, None
+    status, error, retried = None, None, 0
     try:
         if kind == "health":
-            status, body = call(url + "/health", None, timeout)
+            status, body, retried = call(url + "/health", None, timeout)
             ok = status == 200 and json.loads(body).get("status") == "ok"
         else:
-            status, body = call(
+            status, body, retried = call(
                 url + "/v1/audio/speech",
                 {
                     "model": "kokoro",
@@ -70,7 +82,15 @@ def one(kind: str, url: str, timeout: float) -> dict:
     except Exception as exc:  # refused, reset, timed out: all failures of the service
         ok, error = False, f"{type(exc).__name__}: {exc}"
     ms = round((time.monotonic() - start) * 1000, 1)
-    return {"t": round(t, 3), "kind": kind, "ok": ok, "status": status, "ms": ms, "error": error}
+    return {
+        "t": round(t, 3),
+        "kind": kind,
+        "ok": ok,
+        "status": status,
+        "ms": ms,
+        "error": error,
+        "retried": retried,
+    }
 
 
 def main() -> None:
