@@ -25,8 +25,9 @@ SILENCE = 0.002
 LEAD_MS = 25.0  # kept before a later chunk's first sound (longer than FADE_MS)
 # The silence at a join, by how the earlier chunk ends: within the model's own pauses
 # (one pass of the paragraphs in tests/bench/texts.py, two voices: full stop 165-585 ms,
-# comma or semicolon 100-145 ms, between words 20-45 ms).
-PAUSE_MS = {"sentence": 400.0, "clause": 100.0, "word": 40.0}
+# comma or semicolon 89-145 ms, between words 20-45 ms; the 89 ms comma on an AMD EPYC
+# builder with the reduced English G2P, where an Intel one had 149 ms for the same text).
+PAUSE_MS = {"sentence": 400.0, "clause": 80.0, "word": 40.0}
 _SENTENCE_MARKS = ".!?…。！？"
 _CLAUSE_MARKS = ",;:，、；：—–-"
 
