@@ -7,10 +7,12 @@ affinity (cpusets, `--cpuset-cpus`, taskset) and its cgroup's CPU quota, read at
 level from its own cgroup up (a parent's limit binds too), rounded up as Go's runtime
 does for GOMAXPROCS: a 1.5-core quota gets 2 threads.
 
-On the CPU, one worker per 4 cores: onnxruntime's intra-op threads scale well up to about
-4 for Kokoro's passes, and past that concurrent requests gain more from another worker
-than from more threads on one pass. Two cores: one worker of two threads (the lowest
-first audio); 16 cores: 4 workers of 4 threads.
+On the CPU, one worker per 4 cores: one pass's intra-op parallelism saturates well before
+a big host's core count, and concurrent requests then gain more from another worker than
+from more threads on one pass. Two cores: one worker of two threads (the lowest first
+audio); 16 cores: 4 workers of 4 threads. The 4 is a starting point, measured only on
+two cores so far (docs/benchmarks/kokoro-cpu-first-audio.md); KOKORO_WORKERS and
+KOKORO_ONNX_THREADS set both outright.
 """
 from __future__ import annotations
 
