@@ -626,19 +626,8 @@ def main() -> None:
         sched = Scheduler(engine, Replay(phonemes), metrics, workers=workers,
                           max_queue=4 * args.streams, batch_tokens=args.batch_tokens)
 
-        async def one(text: str, first_only: bool = False) -> tuple[float, float]:
-            start = time.perf_counter()
-            plan = await sched.plan(text, "a")
-            first, secs = None, 0.0
-            speech = sched.speak(plan, pack, 1.0)
-            async for spoken in speech:
-                if first is None:
-                    first = time.perf_counter() - start
-                secs += len(spoken.audio) / 24000
-                if first_only:
-                    break
-            await speech.aclose()  # like a client that hangs up: queued chunks cancelled
-            return first, secs
+        def one(text: str, first_only: bool = False):
+            return speak_once(sched, pack, text, first_only)
 
         out = {}
         await one(texts["paragraph"])
