@@ -42,8 +42,10 @@ start_early_scenarios() {
 stop_early_scenarios() {  # on a failed run: the group, Molecule and Ansible with it
   [ -z "$early_pid" ] || kill -- "-$early_pid" 2>/dev/null || true
 }
+# Two lanes: a scenario keeps about half of the two cores busy (tests/molecule/run.sh).
 stage_molecule() {
   local rc=0
+  export MOLECULE_JOBS=${MOLECULE_JOBS:-2}
   if [ -z "$early_pid" ]; then tests/molecule/run.sh; return; fi
   MOLECULE_SKIP="${EARLY_SCENARIOS[*]}" tests/molecule/run.sh || rc=$?
   wait "$early_pid" || rc=$?

@@ -122,6 +122,10 @@ proxy() {
 }
 
 main() {
+  # Molecule's lanes run scenarios side by side, and two of them may ask for the same
+  # image at once: one builds and saves it, the other then finds it up to date.
+  exec 9>"$out/.lock"
+  flock 9
   docker info >/dev/null 2>&1 || die "no Docker engine answers (run tests/testbed/up.sh)"
   docker image inspect "$base" >/dev/null 2>&1 || die "base image $base is absent (run tests/testbed/up.sh)"
   local what targets=("$@")
