@@ -27,11 +27,15 @@ stage_server() {
   pytest images/kokoro/tests images/llm/tests images/webui/tests images/comfyui/tests images/proxy/tests \
     --junitxml="$KOKORO_CI_RESULTS/server.xml"
 }
-# torch_runtime spends most of its time waiting on pip downloads, not on the CPU: when
-# the run includes Molecule, it starts as soon as the test bed is up and runs beside
-# lint, unit and server tests instead of after them. Its log and
-# [time] line are printed when the Molecule stage ends; its results count as usual.
-EARLY_SCENARIOS=(torch_runtime)
+# When the run includes Molecule, some scenarios start as soon as the test bed is up and
+# run, one after another, beside lint, unit and server tests instead of after them:
+# fleet, the longest (about 23 minutes alone), which needs nothing those stages build,
+# and fills the core that Ansible-bound lint and unit tests leave idle; torch_runtime,
+# which spends most of its time waiting on pip downloads. Their log and [time] lines are
+# printed when the Molecule stage ends; their results count as usual. The stack scenario
+# stays in the Molecule stage: it takes the LLM and Open WebUI images the server stage
+# builds.
+EARLY_SCENARIOS=(fleet torch_runtime)
 early_pid=""
 start_early_scenarios() {
   local log=$KOKORO_CI_RESULTS/molecule-early.log

@@ -51,13 +51,15 @@ def scenarios(tmp_path, *names):
         (d / "molecule.yml").write_text("---\n")
 
 
-def run(tmp_path, marks, *args, jobs=None):
+def run(tmp_path, marks, *args, jobs=None, skip=None):
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
            "MARKS": str(marks), "TMPDIR": str(tmp_path)}
     env.pop("KOKORO_CI_RESULTS", None)
     env.pop("MOLECULE_SKIP", None)
     if jobs is not None:
         env["MOLECULE_JOBS"] = jobs
+    if skip is not None:
+        env["MOLECULE_SKIP"] = skip
     return subprocess.run(["bash", str(tmp_path / "tests/molecule/run.sh"), *args],
                           capture_output=True, text=True, env=env, timeout=120)
 
@@ -92,6 +94,15 @@ def test_the_longest_scenarios_start_first(tree):
     r = run(tmp_path, marks, jobs="1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert started(marks) == ["fleet", "stack", "registry", "apt_bundle", "espeak_ng"]
+
+
+def test_scenarios_run_beside_the_earlier_stages_are_skipped(tree):
+    """tests/stages.sh starts fleet and torch_runtime early and skips them here."""
+    tmp_path, marks = tree
+    scenarios(tmp_path, "fleet", "stack", "alpha", "torch_runtime")
+    r = run(tmp_path, marks, jobs="2", skip="fleet torch_runtime")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(started(marks)) == ["alpha", "stack"]
 
 
 def test_a_failed_scenario_is_named_its_log_shown_and_the_run_fails(tree):
