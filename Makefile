@@ -16,8 +16,11 @@ help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 venv: $(VENV)/.installed  ## Create the Python venv with the pinned tools.
+# --no-compile: pip would compile the bytecode of every installed module (the ansible
+# package's collections alone are tens of thousands of files, few ever imported); Python
+# compiles what it imports, once, on first use.
 $(VENV)/.installed: requirements-dev.txt constraints.txt images/kokoro/pyproject.toml
-	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r requirements-dev.txt -c constraints.txt && touch $@
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --no-compile -r requirements-dev.txt -c constraints.txt && touch $@
 
 testbed: venv  ## Install and start Docker, build base images, serve the model mirror.
 	bash tests/testbed/up.sh
