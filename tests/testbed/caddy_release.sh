@@ -41,6 +41,10 @@ arg() {
 version=$(arg CADDY_VERSION)
 out=$mirror_dir/caddy/v$version
 mkdir -p "$wheels" "$out"
+# One at a time: unit tests and a Molecule scenario started beside them may both ask;
+# the second finds the archives current.
+exec 9>"$wheels/.lock"
+flock 9
 
 # pack ARCH WHEEL_PLATFORM SHA256
 pack() {
