@@ -16,6 +16,9 @@ timed() {
 # own corporate CA bundle can be named instead.
 ca_bundle() { echo "${KOKORO_DEPLOY_EXTRA_CA:-/etc/ssl/certs/ca-certificates.crt}"; }
 
+# label_of IMAGE: its org.kokoro-deploy.recipe label (empty when it has none or is gone).
+label_of() { docker image inspect -f '{{index .Config.Labels "org.kokoro-deploy.recipe"}}' "$1" 2>/dev/null || true; }
+
 # Every image the test bed builds carries org.kokoro-deploy.recipe (its own, or inherited
 # from our base images). A rebuild leaves the image it replaced untagged: 1-8 GB each,
 # and a machine that builds many times a day fills its disk (CI failed on exactly that).
@@ -26,10 +29,9 @@ ca_bundle() { echo "${KOKORO_DEPLOY_EXTRA_CA:-/etc/ssl/certs/ca-certificates.crt
 # ten minutes on two cores).
 prune_replaced_images() {
   local cache id label gone=0
-  cache=$(docker image ls --format '{{.ID}}' 'kokoro-deploy/debian*' \
-    | xargs -r docker image inspect -f '{{index .Config.Labels "org.kokoro-deploy.recipe"}}' | sort -u)
+  cache=$(for id in $(docker image ls -q 'kokoro-deploy/debian*'); do label_of "$id"; done | sort -u)
   for id in $(docker image ls -q --no-trunc --filter dangling=true --filter label=org.kokoro-deploy.recipe | sort -u); do
-    label=$(docker image inspect -f '{{index .Config.Labels "org.kokoro-deploy.recipe"}}' "$id" 2>/dev/null) || continue
+    label=$(label_of "$id")
     if [ -n "$cache" ] && grep -qxF -- "$label" <<<"$cache"; then continue; fi
     # An image a container still uses stays, as `docker image prune` would leave it.
     docker image rm "$id" >/dev/null 2>&1 && gone=$((gone + 1))

@@ -39,8 +39,6 @@ recipe() {
     printf '%s\n' "$@"; } | sha256sum | cut -c1-16
 }
 
-label_of() { docker image inspect -f '{{index .Config.Labels "org.kokoro-deploy.recipe"}}' "$1" 2>/dev/null || true; }
-
 # build TAG CTX DOCKERFILE [--build-arg ...]: build unless the image's recipe is current.
 # The build arguments in $fast_args change only how fast it builds, not the image: they
 # are left out of the recipe.

@@ -68,10 +68,8 @@ PY
   log "compose: installed $(docker compose version --short) as a CLI plugin"
 }
 
-# image_recipe NAME: the label a current image carries; anything that shapes the image
-# goes into it, so a changed recipe means a rebuild and an unchanged one a reuse.
-label_of() { docker image inspect -f '{{index .Config.Labels "org.kokoro-deploy.recipe"}}' "$1" 2>/dev/null || true; }
-
+# Each image carries its recipe as a label (label_of, lib.sh); anything that shapes the
+# image goes into it, so a changed recipe means a rebuild and an unchanged one a reuse.
 ensure_base_image() {
   local suite=$1 release=$2 tag label
   tag=kokoro-deploy/debian:$release
