@@ -46,7 +46,7 @@ ROLE = ROOT / "roles" / "stack"
 DEFAULTS = ROLE / "defaults" / "main.yml"
 PLAN_TASKS = ROLE / "tasks" / "plan.yml"
 
-SERVICES = ("kokoro", "llm", "comfyui")
+SERVICES = ("kokoro", "llm", "comfyui", "webui")
 # The one shape plan.yml's services block uses: a variable, optionally through int or
 # bool. The planner reads Ansible's strings itself, so the value goes over as it is.
 LEAF = re.compile(r"^\{\{\s*(stack_\w+)\s*(?:\|\s*(?:int|bool)\s*)?\}\}$")
@@ -250,7 +250,7 @@ def services_settings(names: str) -> dict:
         )
     if "kokoro" not in chosen:
         raise PlanError("--services: kokoro is always planned (the stack runs it on every host)")
-    return {f"stack_{s}_enabled": s in chosen for s in ("llm", "comfyui")}
+    return {f"stack_{s}_enabled": s in chosen for s in SERVICES[1:]}
 
 
 def manifest_companions(settings: dict) -> dict:
@@ -318,7 +318,7 @@ def make_plan(args: argparse.Namespace) -> tuple[dict, str]:
         )
     except ValueError as exc:
         raise PlanError(str(exc)) from None
-    enabled = " + ".join(r["service"] for r in plan["rows"])
+    enabled = " + ".join(r["service"] for r in plan["rows"] + plan["ram_rows"])
     where = "; ".join(f"GPU {g['index']}: {g['name']}, {g['memory_total_mib']} MiB" for g in gpus)
     sources = [str(DEFAULTS.relative_to(ROOT))]
     sources += [f"{args.inventory} --host {args.host}"] if args.inventory else []
@@ -432,7 +432,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--services",
         metavar="LIST",
-        help="comma-separated, from kokoro,llm,comfyui (default: the settings' stack_*_enabled)",
+        help="comma-separated, from kokoro,llm,comfyui,webui "
+        "(default: the settings' stack_*_enabled)",
     )
     p.add_argument(
         "--set",

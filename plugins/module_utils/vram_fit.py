@@ -307,7 +307,10 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
     if comfy_row and comfy_row.get("heavy_offload"):
         warnings.append(_heavy_offload_warning(comfy_row))
 
-    ram_planned = sum(r["ram_mib"] for r in rows)
+    # services with host RAM and no VRAM: in the RAM sums and table, not the VRAM rows
+    ram_rows = [{"service": "webui", "ram_mib": spec["webui"]["ram_mib"]}
+                ] if spec.get("webui", {}).get("enabled") else []
+    ram_planned = sum(r["ram_mib"] for r in rows + ram_rows)
     ram = None
     if host_ram_mib:
         free_ram = host_ram_mib - ram_reserve_mib - ram_planned
@@ -318,7 +321,7 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
             "free_mib": free_ram,
         }
         if free_ram < 0:
-            names = " + ".join(r["service"] for r in rows if r["ram_mib"])
+            names = " + ".join(r["service"] for r in rows + ram_rows if r["ram_mib"])
             problems.append(
                 f"host RAM: {names} + {_gib(ram_reserve_mib)} GiB for the system need "
                 f"{_gib(ram_planned + ram_reserve_mib)} GiB, {_gib(-free_ram)} GiB more than "
@@ -339,6 +342,7 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
         "planned_total_mib": sum(r["planned_mib"] for r in rows),
         "free_mib": min((c["free_mib"] for c in used), default=None),
         "ram": ram,
+        "ram_rows": ram_rows,
         # What the services and the system need, known whether or not the host's is.
         "ram_needed_mib": ram_planned + ram_reserve_mib,
         "ram_reserve_mib": ram_reserve_mib,

@@ -56,9 +56,11 @@ def plan_stack(
 
     gpus: gpu_decisions.parse_nvidia_smi rows (or parse_pci_devices rows before a driver
     exists); services: {'vram_total_mib', 'kokoro': {...}, 'llm': {...}, 'comfyui':
-    {...}} as the role passes them; companions: manifest.yml's `companions:`.
+    {...}, 'webui': {enabled, mem_limit}} as the role passes them; companions:
+    manifest.yml's `companions:`.
     Returns {fits, device, card, cards, rows, keep_free, planned_total_mib, free_mib,
-    ram, ram_needed_mib, ram_reserve_mib, knobs, problems, warnings, suggestions (what
+    ram, ram_rows (services with host RAM and no VRAM: Open WebUI), ram_needed_mib,
+    ram_reserve_mib, knobs, problems, warnings, suggestions (what
     would make it fit), warning_suggestions (what would give a heavily offloaded ComfyUI
     its useful minimum), table, ram_table}. ValueError names the variable to fix when
     the input is wrong (unknown model, cache type, GPU, total VRAM).
@@ -92,6 +94,7 @@ def plan_stack_or_error(gpus: Any, services: dict, companions: dict, **kwargs: A
             "planned_total_mib": 0,
             "free_mib": None,
             "ram": None,
+            "ram_rows": [],
             "ram_needed_mib": None,
             "ram_reserve_mib": None,
             "knobs": {},

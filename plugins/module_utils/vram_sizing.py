@@ -173,6 +173,26 @@ def _int(value: Any, var: str, default: int | None = None) -> int | None:
         raise ValueError(f"{var}: {value!r} is not a whole number") from None
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size_mib(value: Any, var: str, default: int) -> int:
+    """A Docker memory size (2g, 512m, 1.5g; a bare number is bytes, as compose reads
+    it) in MiB, rounded up."""
+    text = "" if value is None else str(value).strip().lower()
+    if not text:
+        return default
+    number, unit = text.rstrip("bkmg"), text[len(text.rstrip("bkmg")):]
+    unit = unit[:-1] if len(unit) == 2 and unit.endswith("b") else unit
+    try:
+        size = float(number) * _SIZE_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"{var}: {value!r} is not a memory size such as 2g or 512m") from None
+    if size <= 0:
+        raise ValueError(f"{var}: {value!r} must be more than 0")
+    return -(-int(size) // (1 << 20))
+
+
 def _choice(value: Any, var: str, choices: tuple[str, ...], default: str) -> str:
     text = default if value is None or str(value).strip() == "" else str(value).strip()
     if text not in choices:

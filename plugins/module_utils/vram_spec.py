@@ -19,6 +19,7 @@ from ansible_collections.kokoro.deploy.plugins.module_utils.vram_sizing import (
     _choice,
     _int,
     _kokoro_batched_tokens,
+    _size_mib,
     card_total_mib,
     kokoro_gpu_vram_mib,
     kv_row_bytes,
@@ -216,4 +217,9 @@ def normalize_services(
                      and spec[s].get("gpu") == kokoro["gpu"] for s in ("llm", "comfyui"))
         kokoro["batch_size"] = 1 if shared else 0
     kokoro["vram_mib"] = vram or kokoro_gpu_vram_mib(workers, _kokoro_batched_tokens(kokoro))
+    # Open WebUI holds no VRAM (it calls the LLM and Kokoro); the host RAM it may take is
+    # its container's memory limit.
+    w = services.get("webui") or {}
+    spec["webui"] = {"enabled": _bool(w.get("enabled", False), "stack_webui_enabled"),
+                     "ram_mib": _size_mib(w.get("mem_limit"), "stack_webui_mem_limit", 2048)}
     return spec

@@ -173,8 +173,14 @@ def suggest(
             )
     if comfy["enabled"] and fits({"comfyui": {"enabled": False}}):
         out.append("disable ComfyUI (stack_comfyui_enabled: false)")
-    if llm["enabled"] and fits({"llm": {"enabled": False}}):
-        out.append("disable the LLM (stack_llm_enabled: false)")
+    webui = spec.get("webui", {}).get("enabled")
+    if webui and fits({"webui": {"enabled": False}}):
+        out.append("disable Open WebUI (stack_webui_enabled: false)")
+    # Open WebUI cannot run without the LLM (the preflight refuses it): both go
+    if llm["enabled"] and fits({"llm": {"enabled": False},
+                                **({"webui": {"enabled": False}} if webui else {})}):
+        out.append("disable the LLM (stack_llm_enabled: false)" + (
+            " and Open WebUI (stack_webui_enabled: false)" if webui else ""))
     if comfy["enabled"] and comfy["device"] != "gpu":
         out.append("run ComfyUI on a host with an NVIDIA GPU")
     # The card size that meets the goal, on the cards that do not.

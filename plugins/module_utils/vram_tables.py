@@ -82,6 +82,8 @@ def format_plan_table(plan: dict, spec: dict) -> str:
 
 
 def _ram_note(row: dict) -> str:
+    if row["service"] == "webui":
+        return "Open WebUI: its container's memory limit (stack_webui_mem_limit)"
     b = row["breakdown"]
     if row["service"] == "kokoro":
         if row["device"] == "gpu":
@@ -106,7 +108,7 @@ def format_ram_table(plan: dict) -> str:
     RAM is known, what it has and what is left."""
     head = f"{'host RAM':<10}{'GiB':>8}  notes"
     lines = [head, "-" * len(head)]
-    for row in plan["rows"]:
+    for row in plan["rows"] + plan.get("ram_rows", []):
         if row["ram_mib"]:
             lines.append(f"{row['service']:<10}{_gib(row['ram_mib']):>8}  {_ram_note(row)}")
     lines.append(f"{'system':<10}{_gib(plan['ram_reserve_mib']):>8}  kept for the system")

@@ -46,7 +46,7 @@ def card(name: str, mib: int, index: int = 0) -> dict:
     return {"index": index, "name": name, "memory_total_mib": mib, "memory_used_mib": 0}
 
 
-def services(llm: bool, comfyui: bool, **over) -> dict:
+def services(llm: bool, comfyui: bool, webui: bool = False, **over) -> dict:
     """What plan.yml hands the planner, written out here from the role's defaults."""
     d = {**DEFAULTS, **over}
     return {
@@ -78,6 +78,7 @@ def services(llm: bool, comfyui: bool, **over) -> dict:
             "gpu": d["stack_comfyui_gpu"],
             "reserve_policy": d["stack_comfyui_reserve_policy"],
         },
+        "webui": {"enabled": webui, "mem_limit": d["stack_webui_mem_limit"]},
     }
 
 
@@ -168,7 +169,8 @@ def test_the_tool_hands_the_planner_what_plan_yml_builds_from_the_role_defaults(
     assert named and set(named) <= set(DEFAULTS)
     rendered = tool.render(block, DEFAULTS)
     assert rendered == services(llm=DEFAULTS["stack_llm_enabled"],
-                                comfyui=DEFAULTS["stack_comfyui_enabled"])
+                                comfyui=DEFAULTS["stack_comfyui_enabled"],
+                                webui=DEFAULTS["stack_webui_enabled"])
 
 
 def test_a_set_setting_reaches_the_planner():
@@ -434,3 +436,40 @@ def test_kokoro_idle_released_is_refused_for_a_kokoro_on_the_cpu():
     proc = run_tool("--cpu", "--services", "kokoro", "--kokoro-idle-released")
     assert proc.returncode == 2
     assert "Kokoro runs on the CPU in this plan" in proc.stderr
+
+
+# ------------------------------------------------------------------ Open WebUI
+
+
+def test_open_webui_counts_its_memory_limit_in_host_ram_and_no_vram():
+    """Open WebUI holds no VRAM; the host RAM it may take is its container's limit, so a
+    host that fits the LLM alone can be short once Open WebUI is on."""
+    code, got = tool_plan("--cpu", "--services", "kokoro,llm,webui", "--host-ram-mib", "9500")
+    assert code == 1
+    assert got["ram_rows"] == [{"service": "webui", "ram_mib": 2048}]  # the default 2g
+    assert "webui" not in [r["service"] for r in got["rows"]]  # not a VRAM row
+    assert "kokoro + llm + webui + 1.00 GiB for the system" in got["problems"][0]
+    assert "disable Open WebUI (stack_webui_enabled: false)" in got["suggestions"]
+    # the LLM only goes with Open WebUI, which cannot run without it
+    assert ("disable the LLM (stack_llm_enabled: false) and Open WebUI "
+            "(stack_webui_enabled: false)") in got["suggestions"]
+    webui_line = next(line for line in got["ram_table"].splitlines() if line.startswith("webui"))
+    assert webui_line.split()[1] == "2.00"
+    code, alone = tool_plan("--cpu", "--services", "kokoro,llm", "--host-ram-mib", "9500")
+    assert code == 0 and alone["ram_rows"] == []
+    assert got["ram_needed_mib"] - alone["ram_needed_mib"] == 2048
+    code, small = tool_plan("--cpu", "--services", "kokoro,llm,webui", "--host-ram-mib", "9500",
+                            "--set", "stack_webui_mem_limit=512m")
+    assert code == 0 and small["ram_rows"] == [{"service": "webui", "ram_mib": 512}]
+
+
+@pytest.mark.parametrize(("limit", "mib"), [("2g", 2048), ("512m", 512), ("1.5G", 1536),
+                                            ("1048576", 1), ("300k", 1), ("2gb", 2048)])
+def test_a_docker_memory_size_reads_as_mib_rounded_up(limit, mib):
+    assert vram_sizing._size_mib(limit, "stack_webui_mem_limit", 0) == mib
+
+
+@pytest.mark.parametrize("limit", ["lots", "2x", "-1g", "0"])
+def test_a_bad_memory_size_names_the_variable_and_the_form(limit):
+    with pytest.raises(ValueError, match=r"stack_webui_mem_limit: .* (memory size|more than 0)"):
+        vram_sizing._size_mib(limit, "stack_webui_mem_limit", 0)
