@@ -52,9 +52,11 @@ state=$(mktemp -d)
 trap 'rm -rf "$state"' EXIT
 printf '%s\n' "${scenarios[@]}" >"$state/queue"
 
-# next_scenario: take the first name off the queue (empty when none is left).
+# next_scenario: take the first name off the queue (empty when none is left). The lock
+# is a file of its own: sed -i replaces the queue by a new file, so a lane waiting on
+# the queue's own lock would hold the replaced one and read the same first line again.
 next_scenario() {
-  flock "$state/queue" bash -c 'head -n 1 "$1"; sed -i 1d "$1"' _ "$state/queue"
+  flock "$state/queue.lock" bash -c 'head -n 1 "$1"; sed -i 1d "$1"' _ "$state/queue"
 }
 
 # One scenario, its report printed whole (lanes do not interleave lines of a report).

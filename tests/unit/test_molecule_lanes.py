@@ -79,6 +79,18 @@ def test_two_lanes_run_scenarios_side_by_side_each_once(tree):
         assert f"[time] molecule {name}" in r.stderr + r.stdout
 
 
+def test_lanes_never_take_the_same_scenario(tree):
+    """Many quick scenarios, so the lanes ask the queue at nearly the same moments: each
+    is taken once (the queue's lock must outlive sed -i's replacement of the queue)."""
+    tmp_path, marks = tree
+    names = [f"s{i:02d}" for i in range(40)]
+    scenarios(tmp_path, *names)
+    r = run(tmp_path, marks, jobs="4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(started(marks)) == names
+    assert "molecule: 40 passed, 0 failed" in r.stdout
+
+
 def test_one_lane_runs_one_at_a_time(tree):
     tmp_path, marks = tree
     scenarios(tmp_path, "wait-for-zeta", "zeta")
