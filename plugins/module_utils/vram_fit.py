@@ -308,8 +308,8 @@ def evaluate(spec: dict, host_ram_mib: int | None = None, ram_reserve_mib: int =
         warnings.append(_heavy_offload_warning(comfy_row))
 
     # services with host RAM and no VRAM: in the RAM sums and table, not the VRAM rows
-    ram_rows = [{"service": "webui", "ram_mib": spec["webui"]["ram_mib"]}
-                ] if spec.get("webui", {}).get("enabled") else []
+    webui = spec["webui"]
+    ram_rows = [{"service": "webui", "ram_mib": webui["ram_mib"]}] if webui["enabled"] else []
     ram_planned = sum(r["ram_mib"] for r in rows + ram_rows)
     ram = None
     if host_ram_mib:

@@ -61,6 +61,7 @@ Sources of the numbers (checked 2026-11-27):
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from ansible_collections.kokoro.deploy.plugins.module_utils import gpu_table
@@ -173,21 +174,20 @@ def _int(value: Any, var: str, default: int | None = None) -> int | None:
         raise ValueError(f"{var}: {value!r} is not a whole number") from None
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?")
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 def _size_mib(value: Any, var: str, default: int) -> int:
-    """A Docker memory size (2g, 512m, 1.5g; a bare number is bytes, as compose reads
-    it) in MiB, rounded up."""
+    """A Docker memory size (2g, 512m, 1.5g, 2gb; a bare number is bytes, as compose
+    reads it) in MiB, rounded up."""
     text = "" if value is None else str(value).strip().lower()
     if not text:
         return default
-    number, unit = text.rstrip("bkmg"), text[len(text.rstrip("bkmg")):]
-    unit = unit[:-1] if len(unit) == 2 and unit.endswith("b") else unit
-    try:
-        size = float(number) * _SIZE_UNITS[unit]
-    except (KeyError, ValueError):
-        raise ValueError(f"{var}: {value!r} is not a memory size such as 2g or 512m") from None
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise ValueError(f"{var}: {value!r} is not a memory size such as 2g or 512m")
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
     if size <= 0:
         raise ValueError(f"{var}: {value!r} must be more than 0")
     return -(-int(size) // (1 << 20))

@@ -173,7 +173,7 @@ def suggest(
             )
     if comfy["enabled"] and fits({"comfyui": {"enabled": False}}):
         out.append("disable ComfyUI (stack_comfyui_enabled: false)")
-    webui = spec.get("webui", {}).get("enabled")
+    webui = spec["webui"]["enabled"]
     if webui and fits({"webui": {"enabled": False}}):
         out.append("disable Open WebUI (stack_webui_enabled: false)")
     # Open WebUI cannot run without the LLM (the preflight refuses it): both go

@@ -469,7 +469,7 @@ def test_a_docker_memory_size_reads_as_mib_rounded_up(limit, mib):
     assert vram_sizing._size_mib(limit, "stack_webui_mem_limit", 0) == mib
 
 
-@pytest.mark.parametrize("limit", ["lots", "2x", "-1g", "0"])
+@pytest.mark.parametrize("limit", ["lots", "2x", "-1g", "0", "2bb"])
 def test_a_bad_memory_size_names_the_variable_and_the_form(limit):
     with pytest.raises(ValueError, match=r"stack_webui_mem_limit: .* (memory size|more than 0)"):
         vram_sizing._size_mib(limit, "stack_webui_mem_limit", 0)
